@@ -1,0 +1,214 @@
+"""OFA's decoder (spec §1.7): text tokens or VQGAN image codes, with an incremental key/value cache.
+
+Rows flagged by ``code_masks`` are image-code sequences (image generation): they use image position
+embeddings (``image_position_idx``), ``image_pos_ln``, ``code_layernorm_embedding`` and the 2-D relative
+bias instead of the text ones. Decoding starts from bos. Positions are not added to the token
+embeddings of released models (``--disable-entangle``); they only enter through the self- and
+cross-attention biases, whose cross keys are the encoder's LayerNorm-ed position embeddings.
+
+``DecoderState`` is the incremental cache: per-layer keys/values, the projected cross-position keys and
+the padding flags of fed tokens; ``reorder`` follows beam search.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from models.config import OFAConfig
+from models.embeddings import (
+    code_position_ids,
+    image_num_rel_distance,
+    make_image_bucket_position,
+    make_token_bucket_position,
+    new_embedding,
+    relative_bias,
+)
+from models.encoder import EncoderOut, key_padding_bias
+from models.layers import DecoderLayer, layer_drop_rates
+
+
+@dataclass
+class DecoderState:
+    """Incremental decoding cache. Every tensor in it has the batch (x beam) as dim 0."""
+
+    layers: list[dict[str, dict[str, Tensor]]] = field(default_factory=list)
+    cross_pos_k: Tensor | None = None  # (B, S, D) cross_pos_k_linear(encoder positions)
+    padding: Tensor | None = None  # (B, T) bool, pad flags of the tokens fed so far
+
+    def reorder(self, order: Tensor) -> None:
+        for layer in self.layers:
+            for cache in layer.values():
+                for key, value in cache.items():
+                    cache[key] = value.index_select(0, order)
+        if self.cross_pos_k is not None:
+            self.cross_pos_k = self.cross_pos_k.index_select(0, order)
+        if self.padding is not None:
+            self.padding = self.padding.index_select(0, order)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: OFAConfig, embed_tokens: nn.Embedding):
+        super().__init__()
+        self.cfg = cfg
+        dim, heads, layers = cfg.decoder_embed_dim, cfg.decoder_attention_heads, cfg.decoder_layers
+        self.num_heads, self.padding_idx = heads, embed_tokens.padding_idx
+        self.embed_scale = 1.0 if cfg.no_scale_embedding else dim**0.5
+        self.register_buffer("version", torch.tensor([3.0]))
+        self.register_buffer("token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size))
+        num_image_rel = image_num_rel_distance(cfg.image_bucket_size)
+        self.register_buffer(
+            "image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel)
+        )
+        self.register_buffer(
+            "image_position_idx", code_position_ids(cfg.code_image_size, cfg.image_bucket_size)
+        )
+        self.embed_tokens = embed_tokens
+        self.layernorm_embedding = nn.LayerNorm(dim) if cfg.layernorm_embedding else None
+        self.embed_positions = new_embedding(cfg.max_target_positions + 2, dim)
+        self.embed_image_positions = new_embedding(cfg.image_bucket_size**2 + 1, dim)
+        self.pos_ln = nn.LayerNorm(dim)
+        self.image_pos_ln = nn.LayerNorm(dim)
+        self.pos_scaling = (dim / heads * cfg.attn_scale_factor) ** -0.5
+        self.self_pos_q_linear = nn.Linear(dim, dim)
+        self.self_pos_k_linear = nn.Linear(dim, dim)
+        self.cross_pos_q_linear = nn.Linear(dim, dim)
+        self.cross_pos_k_linear = nn.Linear(dim, dim)
+        self.code_layernorm_embedding = nn.LayerNorm(dim) if cfg.code_layernorm_embedding else None
+        rates = layer_drop_rates(cfg.decoder_drop_path_rate, layers)
+        self.layers = nn.ModuleList(DecoderLayer(cfg, rates[i]) for i in range(layers))
+        self.layer_norm = nn.LayerNorm(dim)
+        self.output_projection = nn.Linear(dim, embed_tokens.num_embeddings, bias=False)
+        self.output_projection.weight = embed_tokens.weight  # tied (share_decoder_input_output_embed)
+        self.token_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(layers)
+        )
+        self.image_rel_pos_table_list = nn.ModuleList(
+            nn.Embedding(num_image_rel, heads) for _ in range(layers)
+        )
+
+    # ------------------------------------------------------------------ positions
+    def _positions(self, length: int, code: bool) -> Tensor:
+        """(length, D) raw position embeddings of decoder steps 0..length-1."""
+        if code:
+            return self.embed_image_positions(self.image_position_idx[:length])
+        return self.embed_positions.weight[:length]
+
+    def _position_bias(self, length: int, rows: slice, code: bool, cross_k: Tensor) -> tuple[Tensor, Tensor]:
+        """Absolute self bias (1, H, Tq, T) and cross bias (B, H, Tq, S) for query steps ``rows``."""
+        ln = self.image_pos_ln if code else self.pos_ln
+        pos = ln(self._positions(length, code))  # T,D
+        q_pos = pos[rows]
+        heads = self.num_heads
+        self_q = self.self_pos_q_linear(q_pos).view(1, -1, heads, q_pos.size(-1) // heads).transpose(1, 2)
+        self_k = self.self_pos_k_linear(pos).view(1, length, heads, -1).transpose(1, 2)
+        self_bias = torch.matmul(self_q * self.pos_scaling, self_k.transpose(2, 3))
+        cross_q = self.cross_pos_q_linear(q_pos).view(1, -1, heads, q_pos.size(-1) // heads).transpose(1, 2)
+        cross_k = cross_k.view(cross_k.size(0), cross_k.size(1), heads, -1).transpose(1, 2)  # B,H,S,dh
+        cross_bias = torch.matmul(cross_q * self.pos_scaling, cross_k.transpose(2, 3))
+        return self_bias, cross_bias
+
+    def _relative_buckets(self, length: int, rows: slice, code: bool) -> Tensor:
+        if code:
+            ids = self.image_position_idx[:length]
+            return self.image_rp_bucket[ids[rows, None], ids[None, :]]
+        return self.token_rp_bucket[:length, :length][rows]
+
+    # ------------------------------------------------------------------ forward
+    def forward(
+        self,
+        prev_output_tokens: Tensor,
+        encoder_out: EncoderOut,
+        code_masks: Tensor | None = None,
+        state: DecoderState | None = None,
+        features_only: bool = False,
+    ) -> tuple[Tensor, dict]:
+        """prev_output_tokens (B, T), starting with bos. With ``state`` only the last step is computed
+        (earlier steps come from the cache) and the output covers that step alone: (B, 1, V).
+        Returns (logits or features, {"inner_states": [embeddings, layer 1, ..., layer N] pre final LN}).
+        """
+        bsz, length = prev_output_tokens.shape
+        rows = slice(length - 1, length) if state is not None else slice(0, length)
+        tokens = prev_output_tokens[:, rows]
+        kinds = self._row_kinds(code_masks, bsz)
+        if state is not None and state.cross_pos_k is None:
+            state.cross_pos_k = self.cross_pos_k_linear(encoder_out.position_embeddings)
+        cross_k = (
+            state.cross_pos_k
+            if state is not None
+            else self.cross_pos_k_linear(encoder_out.position_embeddings)
+        )
+        terms = {code: self._position_bias(length, rows, code, cross_k) for code in kinds}
+        x = self._embed(tokens, length, rows, code_masks, kinds)
+        self_pad = self._self_padding(tokens, state)
+        enc_pad = key_padding_bias(encoder_out.padding_mask, x.dtype)
+        causal = None
+        if state is None:
+            causal = torch.full((length, length), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
+        if state is not None and not state.layers:
+            state.layers = [{} for _ in self.layers]
+        inner_states = [x]
+        for idx, layer in enumerate(self.layers):
+            self_mask = self._select(
+                kinds, code_masks, {c: t[0] + self._rel(idx, length, rows, c) for c, t in terms.items()}
+            )
+            cross_mask = self._select(kinds, code_masks, {c: t[1] for c, t in terms.items()})
+            if causal is not None:
+                self_mask = self_mask + causal
+            if self_pad is not None:
+                self_mask = self_mask + self_pad
+            cache = state.layers[idx] if state is not None else None
+            x = layer(x, encoder_out.hidden, self_mask, cross_mask + enc_pad, cache)
+            inner_states.append(x)
+        x = self.layer_norm(x)
+        if not features_only:
+            x = self.output_projection(x)
+        return x, {"inner_states": inner_states}
+
+    def _rel(self, idx: int, length: int, rows: slice, code: bool) -> Tensor:
+        table = self.image_rel_pos_table_list[idx] if code else self.token_rel_pos_table_list[idx]
+        return relative_bias(table, self._relative_buckets(length, rows, code))[None]  # 1,H,Tq,T
+
+    @staticmethod
+    def _row_kinds(code_masks: Tensor | None, bsz: int) -> tuple[bool, ...]:
+        """Which row types are present: (False,) text only, (True,) codes only, or both."""
+        if code_masks is None or not bool(code_masks.any()):
+            return (False,)
+        return (True,) if bool(code_masks.all()) else (False, True)
+
+    @staticmethod
+    def _select(kinds: tuple[bool, ...], code_masks: Tensor | None, values: dict[bool, Tensor]) -> Tensor:
+        """Per-row choice between the text and code variant of a (1|B, ...) tensor."""
+        if len(kinds) == 1:
+            return values[kinds[0]]
+        pick = code_masks.view(-1, *([1] * (values[True].dim() - 1)))
+        return torch.where(pick, values[True], values[False])
+
+    def _embed(self, tokens: Tensor, length: int, rows: slice, code_masks: Tensor | None, kinds) -> Tensor:
+        x = self.embed_scale * self.embed_tokens(tokens)
+        if not self.cfg.disable_entangle:
+            # the original adds positions unless --disable-entangle (its `is not None` test is always true)
+            x = x + self._select(
+                kinds, code_masks, {c: self._positions(length, c)[rows][None] for c in kinds}
+            )
+        if self.layernorm_embedding is not None:
+            code_ln = self.code_layernorm_embedding
+            if code_ln is None or kinds == (False,):
+                x = self.layernorm_embedding(x)
+            elif kinds == (True,):
+                x = code_ln(x)
+            else:
+                x = self._select(kinds, code_masks, {False: self.layernorm_embedding(x), True: code_ln(x)})
+        return nn.functional.dropout(x, p=self.cfg.dropout, training=self.training)
+
+    def _self_padding(self, tokens: Tensor, state: DecoderState | None) -> Tensor | None:
+        """-inf at padded decoder keys (fairseq masks pad keys in self-attention), or None."""
+        pad = tokens.eq(self.padding_idx)
+        if state is not None:
+            state.padding = pad if state.padding is None else torch.cat([state.padding, pad], dim=1)
+            pad = state.padding
+        if not bool(pad.any()):
+            return None
+        return key_padding_bias(pad, self.embed_tokens.weight.dtype)
