@@ -76,11 +76,35 @@ class MultiheadAttention(nn.Module):
         b, tq, _ = query.shape
         q = self._heads(self.q_proj(query) * self.scaling)
         k, v = self._key_value(query if key is None else key, cache, static_kv)
-        out = self._attend(q, k, v, attn_mask)  # B,H,Tq,dh
+        if k.size(0) != b:
+            out = self._attend_grouped(q, k, v, attn_mask)
+        else:
+            out = self._attend(q, k, v, attn_mask)  # B,H,Tq,dh
         out = out.transpose(1, 2)  # B,Tq,H,dh
         if self.c_attn is not None:
             out = out * self.c_attn[:, None]
         return self.out_proj(out.reshape(b, tq, self.embed_dim))
+
+    def _attend_grouped(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+        """Keys/values with batch Bk shared by groups of r = Bq / Bk consecutive query rows.
+
+        Beams of one sentence (and answer candidates of one sample) attend to the same encoder output:
+        folding each group's queries into one sequence avoids r copies of its keys and values.
+        """
+        bq, heads, tq, dh = q.shape
+        bk = k.size(0)
+        if bq % bk:
+            raise ValueError(f"query batch {bq} is not a multiple of the key/value batch {bk}")
+        r = bq // bk
+        q = q.view(bk, r, heads, tq, dh).transpose(1, 2).reshape(bk, heads, r * tq, dh)
+        if mask is not None:
+            if mask.size(0) == bq:  # one mask per query row
+                mask = mask.view(bk, r, *mask.shape[1:]).transpose(1, 2).flatten(2, 3)
+            elif tq > 1:  # shared by the group: repeat it for every row of the group
+                mask = mask.unsqueeze(2).expand(-1, -1, r, -1, -1).flatten(2, 3)
+            # else (one query step, shared mask): (1|Bk, H, 1, S) already broadcasts over the r rows
+        out = self._attend(q, k, v, mask)  # Bk,H,r*Tq,dh
+        return out.view(bk, heads, r, tq, dh).transpose(1, 2).reshape(bq, heads, tq, dh)
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
         dropout = self.dropout if self.training else 0.0

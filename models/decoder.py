@@ -32,21 +32,34 @@ from models.layers import DecoderLayer, layer_drop_rates
 
 @dataclass
 class DecoderState:
-    """Incremental decoding cache. Every tensor in it has the batch (x beam) as dim 0."""
+    """Incremental decoding cache.
+
+    Self-attention caches and ``padding`` have one row per decoded sequence (dim 0). Cross-attention
+    caches and ``cross_pos_k`` have one row per *encoder* sample: the rows decoded for a sample (its beams,
+    its answer candidates) are consecutive and share them.
+    """
 
     layers: list[dict[str, dict[str, Tensor]]] = field(default_factory=list)
-    cross_pos_k: Tensor | None = None  # (B, S, D) cross_pos_k_linear(encoder positions)
+    cross_pos_k: Tensor | None = None  # (B_enc, S, D) cross_pos_k_linear(encoder positions)
     padding: Tensor | None = None  # (B, T) bool, pad flags of the tokens fed so far
 
-    def reorder(self, order: Tensor) -> None:
+    @property
+    def past_length(self) -> int:
+        """Number of decoder steps already in the cache."""
+        return 0 if self.padding is None else self.padding.size(1)
+
+    def reorder(self, order: Tensor, sample_order: Tensor | None = None) -> None:
+        """Follow beam search: rows are picked by ``order``; encoder samples by ``sample_order`` if given."""
         for layer in self.layers:
-            for cache in layer.values():
-                for key, value in cache.items():
-                    cache[key] = value.index_select(0, order)
-        if self.cross_pos_k is not None:
-            self.cross_pos_k = self.cross_pos_k.index_select(0, order)
+            layer["self"] = {k: v.index_select(0, order) for k, v in layer.get("self", {}).items()}
+            if sample_order is not None:
+                layer["cross"] = {
+                    k: v.index_select(0, sample_order) for k, v in layer.get("cross", {}).items()
+                }
         if self.padding is not None:
             self.padding = self.padding.index_select(0, order)
+        if sample_order is not None and self.cross_pos_k is not None:
+            self.cross_pos_k = self.cross_pos_k.index_select(0, sample_order)
 
 
 class Decoder(nn.Module):
@@ -125,42 +138,45 @@ class Decoder(nn.Module):
         state: DecoderState | None = None,
         features_only: bool = False,
     ) -> tuple[Tensor, dict]:
-        """prev_output_tokens (B, T), starting with bos. With ``state`` only the last step is computed
-        (earlier steps come from the cache) and the output covers that step alone: (B, 1, V).
+        """prev_output_tokens (B, T), starting with bos. With ``state`` only the steps not yet in its cache
+        are computed (usually the last one; several at once to prefill a prompt); the output covers them.
+        ``encoder_out`` may hold fewer samples than B: each then serves B / B_enc consecutive rows.
         Returns (logits or features, {"inner_states": [embeddings, layer 1, ..., layer N] pre final LN}).
         """
         bsz, length = prev_output_tokens.shape
-        rows = slice(length - 1, length) if state is not None else slice(0, length)
+        past = state.past_length if state is not None else 0
+        rows = slice(past, length)
         tokens = prev_output_tokens[:, rows]
         kinds = self._row_kinds(code_masks, bsz)
-        if state is not None and state.cross_pos_k is None:
-            state.cross_pos_k = self.cross_pos_k_linear(encoder_out.position_embeddings)
-        cross_k = (
-            state.cross_pos_k
-            if state is not None
-            else self.cross_pos_k_linear(encoder_out.position_embeddings)
-        )
+        if state is None:
+            cross_k = self.cross_pos_k_linear(encoder_out.position_embeddings)
+        else:
+            if state.cross_pos_k is None:  # projected once per sample, reused at every step
+                state.cross_pos_k = self.cross_pos_k_linear(encoder_out.position_embeddings)
+            cross_k = state.cross_pos_k
         terms = {code: self._position_bias(length, rows, code, cross_k) for code in kinds}
         x = self._embed(tokens, length, rows, code_masks, kinds)
         self_pad = self._self_padding(tokens, state)
         enc_pad = key_padding_bias(encoder_out.padding_mask, x.dtype)
         causal = None
-        if state is None:
-            causal = torch.full((length, length), float("-inf"), device=x.device, dtype=x.dtype).triu(1)
+        if length - past > 1:  # query i (absolute step past + i) must not see later steps
+            causal = torch.full((length - past, length), float("-inf"), device=x.device, dtype=x.dtype)
+            causal = causal.triu(past + 1)
         if state is not None and not state.layers:
             state.layers = [{} for _ in self.layers]
+        # the cross-attention mask is the same for every layer (absolute bias only)
+        cross_mask = self._select(kinds, code_masks, {c: t[1] + enc_pad for c, t in terms.items()})
         inner_states = [x]
         for idx, layer in enumerate(self.layers):
             self_mask = self._select(
                 kinds, code_masks, {c: t[0] + self._rel(idx, length, rows, c) for c, t in terms.items()}
             )
-            cross_mask = self._select(kinds, code_masks, {c: t[1] for c, t in terms.items()})
             if causal is not None:
                 self_mask = self_mask + causal
             if self_pad is not None:
                 self_mask = self_mask + self_pad
             cache = state.layers[idx] if state is not None else None
-            x = layer(x, encoder_out.hidden, self_mask, cross_mask + enc_pad, cache)
+            x = layer(x, encoder_out.hidden, self_mask, cross_mask, cache)
             inner_states.append(x)
         x = self.layer_norm(x)
         if not features_only:
@@ -184,7 +200,12 @@ class Decoder(nn.Module):
         if len(kinds) == 1:
             return values[kinds[0]]
         pick = code_masks.view(-1, *([1] * (values[True].dim() - 1)))
-        return torch.where(pick, values[True], values[False])
+        chosen = []
+        for value in (values[True], values[False]):
+            if value.size(0) not in (1, pick.size(0)):  # per-sample term, rows of one sample differ in kind
+                value = value.repeat_interleave(pick.size(0) // value.size(0), dim=0)
+            chosen.append(value)
+        return torch.where(pick, *chosen)
 
     def _embed(self, tokens: Tensor, length: int, rows: slice, code_masks: Tensor | None, kinds) -> Tensor:
         x = self.embed_scale * self.embed_tokens(tokens)

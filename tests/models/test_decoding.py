@@ -43,7 +43,7 @@ def test_incremental_decoding_with_beam_reorder(model):
     for t in range(3):
         model.decode_step(prev[:, : t + 1], enc, state)
     order = torch.tensor([2, 0, 0])
-    state.reorder(order)
+    state.reorder(order, sample_order=order)
     enc2, prev2 = enc.index_select(order), prev[order]
     step = model.decode_step(prev2[:, :4], enc2, state)
     full, _ = model(src[order], prev_output_tokens=prev2[:, :4], patch_images=images[order])
@@ -104,3 +104,24 @@ def test_sample_patch_num_keeps_that_many_patches(model):
     src, prev, images = _inputs(6)
     enc = model.encode(src_tokens=src, patch_images=images, sample_patch_num=3)
     assert enc.hidden.shape == (3, 3 + src.size(1), 64)
+
+
+@torch.no_grad()
+def test_rows_sharing_an_encoder_sample_equal_expanded_rows(model):
+    """Beams/candidates of one sample share its encoder output (and cross-attention cache)."""
+    src, prev, images = _inputs(7)
+    enc = model.encode(src_tokens=src[:2], patch_images=images[:2])
+    rows = torch.tensor([0, 0, 0, 1, 1, 1])
+    tokens = prev[[0, 1, 2, 0, 1, 2]]
+    shared, _ = model.decoder(tokens, enc)
+    expanded, _ = model.decoder(tokens, enc.index_select(rows))
+    assert (shared - expanded).abs().max().item() < 1e-5
+    state = DecoderState()
+    for t in range(tokens.size(1)):
+        step = model.decode_step(tokens[:, : t + 1], enc, state)
+        assert (step - expanded[:, t]).abs().max().item() < 1e-5
+    assert state.layers[0]["cross"]["k"].size(0) == 2  # one cross cache per sample, not per row
+    codes = torch.tensor([True, False, True, True, False, False])
+    mixed, _ = model.decoder(tokens, enc, code_masks=codes)
+    mixed_expanded, _ = model.decoder(tokens, enc.index_select(rows), code_masks=codes)
+    assert (mixed - mixed_expanded).abs().max().item() < 1e-5
