@@ -104,14 +104,16 @@ class SequenceGenerator:
 
     def _lprobs(self, model, tokens, enc, state, prefix_tokens) -> Tensor:
         code_masks = torch.full((tokens.size(0),), self.cfg.gen_code, dtype=torch.bool, device=tokens.device)
-        logits = model.decode_step(tokens, enc, state, code_masks=code_masks).float() / self.cfg.temperature
+        logits = model.decode_step(tokens, enc, state, code_masks=code_masks).float()
+        if self.cfg.temperature != 1.0:
+            logits = logits / self.cfg.temperature
         if self.cfg.zero_shot:  # zero-shot masks after the softmax: no renormalisation
             return self._mask(torch.log_softmax(logits, dim=-1), tokens, prefix_tokens)
         return torch.log_softmax(self._mask(logits, tokens, prefix_tokens), dim=-1)
 
     def _step_rules(self, step: int, lprobs: Tensor, max_len: int) -> Tensor:
         """NaN/pad/unk/code/box/max-length rules applied after prefix forcing, in the original's order."""
-        lprobs[lprobs != lprobs] = -math.inf
+        lprobs.nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
         lprobs[:, PAD] = -math.inf
         lprobs[:, UNK] -= self.cfg.unkpen
         if (self.cfg.gen_code or self.cfg.gen_box) and step < max_len:

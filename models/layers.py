@@ -40,8 +40,8 @@ class DropPath(nn.Module):
 
 def activation(name: str, x: Tensor) -> Tensor:
     if name == "gelu":
-        # fairseq computes GELU (exact erf form) in float32 and casts back
-        return F.gelu(x.float()).type_as(x)
+        # exact erf GELU; like fairseq's float32 upcast, half/bf16 kernels compute it in float32 internally
+        return F.gelu(x)
     return F.relu(x)
 
 

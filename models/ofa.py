@@ -111,3 +111,13 @@ def build_model(cfg: OFAConfig, device: torch.device | str | None = None) -> OFA
     """Build a randomly initialised model; ``device="meta"`` builds shapes only (no memory)."""
     with torch.device(device or "cpu"):
         return OFAModel(cfg)
+
+
+def fast_inference(model: OFAModel, dtype: torch.dtype = torch.bfloat16) -> OFAModel:
+    """Cast the weights to ``dtype`` and store the ResNet channels-last: faster inference, not bit-exact.
+
+    Index buffers keep their integer type. Feed ``patch_images`` in the same dtype.
+    """
+    model = model.to(dtype).eval()
+    model.encoder.embed_images.to(memory_format=torch.channels_last)
+    return model
