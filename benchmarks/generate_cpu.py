@@ -121,16 +121,12 @@ def bench_candidates(model, dtype: torch.dtype, reference_slice: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dtype", choices=["fp32", "bf16", "both"], default="both")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--skip-candidates", action="store_true")
-    parser.add_argument(
-        "--reference-slice", type=int, default=200, help="candidates timed with the original algorithm"
-    )
+    parser.add_argument("--reference-slice", type=int, default=200, help="candidates timed with the original algorithm")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

@@ -40,9 +40,7 @@ def make_sample(batch: int, size: int, src_len: int = 8, tgt_len: int = 12) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--arch", default="ofa_tiny")
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--batch", type=int, default=2)

@@ -46,9 +46,7 @@ def config_from_checkpoint(ckpt: dict[str, Any], **overrides: Any) -> OFAConfig:
     arch = args.get("arch") or args.get("_name")
     base = get_preset(arch) if arch in PRESETS else OFAConfig()
     if arch not in PRESETS:
-        logger.warning(
-            "checkpoint arch %r is not a known preset; building it from its stored arguments", arch
-        )
+        logger.warning("checkpoint arch %r is not a known preset; building it from its stored arguments", arch)
     cfg = OFAConfig.from_ofa_args(args, base)
     return cfg.replace(**overrides) if overrides else cfg
 

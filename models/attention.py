@@ -47,9 +47,7 @@ class MultiheadAttention(nn.Module):
         b, t, _ = x.shape
         return x.view(b, t, self.num_heads, self.head_dim).transpose(1, 2)  # B,H,T,dh
 
-    def _key_value(
-        self, source: Tensor, cache: dict[str, Tensor] | None, static_kv: bool
-    ) -> tuple[Tensor, Tensor]:
+    def _key_value(self, source: Tensor, cache: dict[str, Tensor] | None, static_kv: bool) -> tuple[Tensor, Tensor]:
         if cache is not None and static_kv and "k" in cache:
             return cache["k"], cache["v"]  # cross-attention: encoder keys/values projected once
         k, v = self._heads(self.k_proj(source)), self._heads(self.v_proj(source))

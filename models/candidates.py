@@ -84,9 +84,7 @@ def _prompt_state(model, prompt: Tensor, enc: EncoderOut) -> tuple[DecoderState,
     return state, feats[0, -1]
 
 
-def _expand_state(
-    prompt_state: DecoderState, path_kv: list[tuple[Tensor, Tensor]], rows: int
-) -> DecoderState:
+def _expand_state(prompt_state: DecoderState, path_kv: list[tuple[Tensor, Tensor]], rows: int) -> DecoderState:
     """A cache for ``rows`` trie nodes: the shared prompt keys/values, then each node's ancestors'."""
     state = DecoderState(cross_pos_k=prompt_state.cross_pos_k)
     layers = []
@@ -160,9 +158,7 @@ def _edge_log_probs(model, trie: CandidateTrie, hidden: Tensor) -> Tensor:
     parents, tokens = trie.edge_parent.to(hidden.device), trie.edge_token.to(hidden.device)
     logits = (hidden[parents] * weight[tokens]).sum(-1).float()
     nodes = hidden.size(0)
-    peak = torch.full((nodes,), float("-inf"), device=hidden.device).scatter_reduce(
-        0, parents, logits, "amax"
-    )
+    peak = torch.full((nodes,), float("-inf"), device=hidden.device).scatter_reduce(0, parents, logits, "amax")
     total = torch.zeros(nodes, device=hidden.device).index_add(0, parents, (logits - peak[parents]).exp())
     return logits - peak[parents] - total.log()[parents]
 

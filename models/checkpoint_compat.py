@@ -48,9 +48,7 @@ def _rename_legacy(state: dict[str, Tensor]) -> None:
         if m:
             prefix, kind = m.groups()
             q, k, v = state.pop(key).chunk(3, dim=0)
-            state.update(
-                {f"{prefix}q_proj.{kind}": q, f"{prefix}k_proj.{kind}": k, f"{prefix}v_proj.{kind}": v}
-            )
+            state.update({f"{prefix}q_proj.{kind}": q, f"{prefix}k_proj.{kind}": k, f"{prefix}v_proj.{kind}": v})
     if "decoder.output_projection.weight" not in state:
         for old in ("decoder.embed_tokens.weight", "decoder.embed_out"):
             if old in state:
@@ -66,9 +64,7 @@ def _fit_rows(state: dict[str, Tensor], key: str, rows: int, what: str) -> None:
         return
     extra = torch.empty(missing, old.size(1)).normal_(mean=0.0, std=old.size(1) ** -0.5)
     state[key] = torch.cat([old, extra.to(old.dtype)])
-    logger.warning(
-        "%s: checkpoint has %d rows, model %d; appended %d random rows", what, old.size(0), rows, missing
-    )
+    logger.warning("%s: checkpoint has %d rows, model %d; appended %d random rows", what, old.size(0), rows, missing)
 
 
 def _fit_vocab(state: dict[str, Tensor], vocab_size: int, has_mask: bool) -> None:
@@ -90,9 +86,7 @@ def _fit_vocab(state: dict[str, Tensor], vocab_size: int, has_mask: bool) -> Non
         )
 
 
-def upgrade_state_dict(
-    model: nn.Module, state: dict[str, Tensor], has_mask: bool = True
-) -> dict[str, Tensor]:
+def upgrade_state_dict(model: nn.Module, state: dict[str, Tensor], has_mask: bool = True) -> dict[str, Tensor]:
     """Return a copy of ``state`` that ``model.load_state_dict(..., strict=True)`` accepts."""
     state = dict(state)
     _rename_legacy(state)
@@ -119,7 +113,5 @@ def upgrade_state_dict(
     for k in missing:
         state[k] = current[k]
     if missing:
-        logger.warning(
-            "checkpoint lacks %d entries, kept freshly initialised: %s", len(missing), missing[:10]
-        )
+        logger.warning("checkpoint lacks %d entries, kept freshly initialised: %s", len(missing), missing[:10])
     return state

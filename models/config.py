@@ -104,9 +104,7 @@ class OFAConfig:
         for side in ("encoder", "decoder"):
             dim, heads = getattr(self, f"{side}_embed_dim"), getattr(self, f"{side}_attention_heads")
             if dim % heads:
-                raise ValueError(
-                    f"--{side}-embed-dim {dim} is not divisible by --{side}-attention-heads {heads}"
-                )
+                raise ValueError(f"--{side}-embed-dim {dim} is not divisible by --{side}-attention-heads {heads}")
         unsupported = {
             "encoder_normalize_before": False,
             "decoder_normalize_before": False,

@@ -53,9 +53,7 @@ class DecoderState:
         for layer in self.layers:
             layer["self"] = {k: v.index_select(0, order) for k, v in layer.get("self", {}).items()}
             if sample_order is not None:
-                layer["cross"] = {
-                    k: v.index_select(0, sample_order) for k, v in layer.get("cross", {}).items()
-                }
+                layer["cross"] = {k: v.index_select(0, sample_order) for k, v in layer.get("cross", {}).items()}
         if self.padding is not None:
             self.padding = self.padding.index_select(0, order)
         if sample_order is not None and self.cross_pos_k is not None:
@@ -72,12 +70,8 @@ class Decoder(nn.Module):
         self.register_buffer("version", torch.tensor([3.0]))
         self.register_buffer("token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size))
         num_image_rel = image_num_rel_distance(cfg.image_bucket_size)
-        self.register_buffer(
-            "image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel)
-        )
-        self.register_buffer(
-            "image_position_idx", code_position_ids(cfg.code_image_size, cfg.image_bucket_size)
-        )
+        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel))
+        self.register_buffer("image_position_idx", code_position_ids(cfg.code_image_size, cfg.image_bucket_size))
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(dim) if cfg.layernorm_embedding else None
         self.embed_positions = new_embedding(cfg.max_target_positions + 2, dim)
@@ -98,9 +92,7 @@ class Decoder(nn.Module):
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(layers)
         )
-        self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(num_image_rel, heads) for _ in range(layers)
-        )
+        self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(num_image_rel, heads) for _ in range(layers))
 
     # ------------------------------------------------------------------ positions
     def _positions(self, length: int, code: bool) -> Tensor:
@@ -211,9 +203,7 @@ class Decoder(nn.Module):
         x = self.embed_scale * self.embed_tokens(tokens)
         if not self.cfg.disable_entangle:
             # the original adds positions unless --disable-entangle (its `is not None` test is always true)
-            x = x + self._select(
-                kinds, code_masks, {c: self._positions(length, c)[rows][None] for c in kinds}
-            )
+            x = x + self._select(kinds, code_masks, {c: self._positions(length, c)[rows][None] for c in kinds})
         if self.layernorm_embedding is not None:
             code_ln = self.code_layernorm_embedding
             if code_ln is None or kinds == (False,):

@@ -66,9 +66,7 @@ class Encoder(nn.Module):
         self.register_buffer("version", torch.tensor([3.0]))
         self.register_buffer("token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size))
         num_image_rel = image_num_rel_distance(cfg.image_bucket_size)
-        self.register_buffer(
-            "image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel)
-        )
+        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel))
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(dim) if cfg.layernorm_embedding else None
         self.type_embedding = new_embedding(2, dim) if cfg.add_type_embedding else None
@@ -89,9 +87,7 @@ class Encoder(nn.Module):
         self.token_rel_pos_table_list = nn.ModuleList(
             nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(layers)
         )
-        self.image_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(num_image_rel, heads) for _ in range(layers)
-        )
+        self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(num_image_rel, heads) for _ in range(layers))
 
     # ------------------------------------------------------------------ embeddings
     def _embed_text(self, src_tokens: Tensor) -> Tensor:

@@ -149,9 +149,7 @@ class SequenceGenerator:
 
     # ------------------------------------------------------------------ main loop
     @torch.no_grad()
-    def generate(
-        self, model, sample: dict, prefix_tokens: Tensor | None = None
-    ) -> list[list[dict[str, Tensor]]]:
+    def generate(self, model, sample: dict, prefix_tokens: Tensor | None = None) -> list[list[dict[str, Tensor]]]:
         """``sample["net_input"]`` as for the model. Returns, per sentence, its hypotheses best first:
         ``{"tokens": (L,) ending with eos, no bos; "score": normalised log-prob; "positional_scores": (L,)}``.
         """
@@ -282,9 +280,7 @@ class _Search:
         for i, cur in enumerate(current):
             hypos = self.finalized[unfinished[cur]]
             if len(hypos) < self.beam:
-                hypos.append(
-                    {"tokens": tokens[i], "score": eos_scores[i], "positional_scores": positional[i]}
-                )
+                hypos.append({"tokens": tokens[i], "score": eos_scores[i], "positional_scores": positional[i]})
         done = []
         for cur in sorted(set(current)):
             sent = unfinished[cur]

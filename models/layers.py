@@ -107,9 +107,7 @@ class DecoderLayer(_FeedForward):
         super().__init__()
         dim, ffn_dim, heads = cfg.decoder_embed_dim, cfg.decoder_ffn_embed_dim, cfg.decoder_attention_heads
         self._init_ffn(cfg, drop_path_rate)
-        attn_args = dict(
-            dropout=cfg.attention_dropout, scale_factor=cfg.attn_scale_factor, scale_heads=cfg.scale_heads
-        )
+        attn_args = dict(dropout=cfg.attention_dropout, scale_factor=cfg.attn_scale_factor, scale_heads=cfg.scale_heads)
         self.self_attn = MultiheadAttention(dim, heads, **attn_args)
         self.self_attn_ln = nn.LayerNorm(dim) if cfg.scale_attn else None
         self.cross_attn_ln = nn.LayerNorm(dim) if cfg.scale_attn else None

@@ -58,9 +58,7 @@ class OFAModel(nn.Module):
         ``extra`` holds ``encoder_out`` (EncoderOut) and ``inner_states`` (decoder layer outputs).
         """
         if prev_output_tokens is None:
-            raise ValueError(
-                "OFAModel.forward needs prev_output_tokens (the decoder input, starting with bos)"
-            )
+            raise ValueError("OFAModel.forward needs prev_output_tokens (the decoder input, starting with bos)")
         if patch_images_2 is not None:
             raise ValueError("patch_images_2 is not supported (the original's second-image path is unusable)")
         encoder_out = self.encoder(

@@ -11,9 +11,7 @@ from __future__ import annotations
 from models.config import OFAConfig
 
 
-def _size(
-    arch: str, dim: int, layers: tuple[int, int], heads: int, resnet: str, ffn: int = 0, **extra
-) -> OFAConfig:
+def _size(arch: str, dim: int, layers: tuple[int, int], heads: int, resnet: str, ffn: int = 0, **extra) -> OFAConfig:
     ffn = ffn or 4 * dim
     return OFAConfig(
         arch=arch,

@@ -78,9 +78,7 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """Stem + three Bottleneck stages: (B, 3, H, W) -> (B, 1024, H/16, W/16)."""
 
-    def __init__(
-        self, blocks: tuple[int, int, int], norm: Callable = nn.BatchNorm2d, drop_path_rate: float = 0.0
-    ):
+    def __init__(self, blocks: tuple[int, int, int], norm: Callable = nn.BatchNorm2d, drop_path_rate: float = 0.0):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = norm(64)
@@ -94,9 +92,7 @@ class ResNet(nn.Module):
         self.reset_parameters()
 
     @staticmethod
-    def _stage(
-        inplanes: int, width: int, count: int, stride: int, norm: Callable, rate: float
-    ) -> nn.Sequential:
+    def _stage(inplanes: int, width: int, count: int, stride: int, norm: Callable, rate: float) -> nn.Sequential:
         rates = layer_drop_rates(rate, count)
         first = Bottleneck(inplanes, width, stride, norm)  # the first block never drops its path
         rest = [Bottleneck(width * Bottleneck.expansion, width, 1, norm, rates[i]) for i in range(1, count)]

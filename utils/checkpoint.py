@@ -319,8 +319,7 @@ def state_dict_from_checkpoint(ckpt: Mapping[str, Any], ema: bool = False) -> di
         )
     # fairseq's load_ema_from_checkpoint upcasts half tensors; any low-precision float gets fp32 here.
     return OrderedDict(
-        (k, v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v)
-        for k, v in weights.items()
+        (k, v.float() if isinstance(v, torch.Tensor) and v.is_floating_point() else v) for k, v in weights.items()
     )
 
 
@@ -357,8 +356,13 @@ def build_checkpoint(
     lr_scheduler_state: dict | None = None,
     num_updates: int = 0,
     extra_state: dict | None = None,
+    sections: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A checkpoint dict in the layout OFA's trainer writes (see ``TOP_LEVEL_KEYS``)."""
+    """A checkpoint dict in the layout OFA's trainer writes (see ``TOP_LEVEL_KEYS``).
+
+    ``sections`` fills other ``cfg`` sections (``optimization``, ``checkpoint``, ``criterion``, ...) with the
+    resolved training configuration, as plain dicts.
+    """
     state = model_state if isinstance(model_state, OrderedDict) else OrderedDict(model_state)
     history = {
         "criterion_name": criterion_name,
@@ -370,9 +374,14 @@ def build_checkpoint(
     # The trainer always prepends its meters and elapsed time to the caller's extra state.
     extra: dict[str, Any] = {"metrics": OrderedDict(), "previous_training_time": 0.0}
     extra.update(copy.deepcopy(_DEFAULT_EXTRA_STATE) if extra_state is None else extra_state)
+    cfg = _build_cfg(model_args, task_args, arch, task_name)
+    for name, values in (sections or {}).items():
+        if name in ("model", "task"):
+            raise ValueError(f"cfg section {name!r} is built from model_args/task_args, not sections")
+        cfg[name] = dict(values)
     return {
         "args": None,
-        "cfg": _build_cfg(model_args, task_args, arch, task_name),
+        "cfg": cfg,
         "model": state,
         "criterion": None,
         "optimizer_history": [history],

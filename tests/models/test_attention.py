@@ -53,9 +53,7 @@ def test_sdpa_equals_explicit_cross_attention_with_gradients():
 def test_sdpa_equals_explicit_whole_model(padded):
     torch.manual_seed(2)
     model = build_model(get_preset("ofa_test")).eval()
-    src = torch.tensor(
-        [[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]] if padded else [[0, 10, 11, 12, 2], [0, 13, 14, 15, 2]]
-    )
+    src = torch.tensor([[0, 10, 11, 12, 2], [0, 13, 2, 1, 1]] if padded else [[0, 10, 11, 12, 2], [0, 13, 14, 15, 2]])
     prev = torch.tensor([[0, 20, 21, 22], [0, 23, 1, 1]] if padded else [[0, 20, 21, 22], [0, 23, 24, 25]])
     images = torch.randn(2, 3, 32, 32)
     masks = torch.tensor([True, not padded])

@@ -60,12 +60,7 @@ def test_image_position_ids_use_bucket_stride():
 def test_code_position_ids_layout():
     ids = code_position_ids(128, 42)
     assert ids.shape == (1026,)
-    assert (
-        ids[0].item() == 0
-        and ids[1].item() == 1
-        and ids[17].item() == 43
-        and ids[256].item() == 15 * 42 + 15 + 1
-    )
+    assert ids[0].item() == 0 and ids[1].item() == 1 and ids[17].item() == 43 and ids[256].item() == 15 * 42 + 15 + 1
     assert (ids[257:] == 1024).all()
 
 

@@ -37,9 +37,7 @@ def test_golden_beam_search_hypotheses(setting, golden, golden_ckpt_path, bpe_di
     ref = golden["outputs"]["generation"][setting]
     inputs = golden["inputs"]
     net_input = {k: inputs[k] for k in ("src_tokens", "src_lengths", "patch_images", "patch_masks")}
-    hypos = SequenceGenerator(GenerationConfig.from_args(ref["args"]), V).generate(
-        model, {"net_input": net_input}
-    )
+    hypos = SequenceGenerator(GenerationConfig.from_args(ref["args"]), V).generate(model, {"net_input": net_input})
     tokenizer = OFATokenizer.from_bpe_dir(bpe_dir)
     for ours, theirs in zip(hypos, ref["hypos"], strict=True):
         assert len(ours) == len(theirs["tokens"]) == 5
@@ -87,9 +85,7 @@ def _greedy(model, net_input: dict, max_len: int) -> list[list[int]]:
 
 def test_beam_one_equals_greedy(model):
     net_input = _net_input(seed=3)
-    hypos = SequenceGenerator(GenerationConfig(beam=1, max_len_b=8), V).generate(
-        model, {"net_input": net_input}
-    )
+    hypos = SequenceGenerator(GenerationConfig(beam=1, max_len_b=8), V).generate(model, {"net_input": net_input})
     assert [h[0]["tokens"].tolist() for h in hypos] == _greedy(model, net_input, 8)
 
 
@@ -146,13 +142,9 @@ def test_sampling_is_seeded_and_respects_top_k(model):
     net_input = {"net_input": _net_input(seed=7)}
     first = SequenceGenerator(cfg, V).generate(model, net_input)
     again = SequenceGenerator(cfg, V).generate(model, net_input)
-    assert [[h["tokens"].tolist() for h in s] for s in first] == [
-        [h["tokens"].tolist() for h in s] for s in again
-    ]
+    assert [[h["tokens"].tolist() for h in s] for s in first] == [[h["tokens"].tolist() for h in s] for s in again]
     # with top-k 1 sampling is greedy
-    greedy = SequenceGenerator(
-        GenerationConfig(beam=1, max_len_b=5, sampling=True, sampling_topk=1, seed=0), V
-    )
+    greedy = SequenceGenerator(GenerationConfig(beam=1, max_len_b=5, sampling=True, sampling_topk=1, seed=0), V)
     sampled = greedy.generate(model, {"net_input": _net_input(seed=8)})
     assert [h[0]["tokens"].tolist() for h in sampled] == _greedy(model, _net_input(seed=8), 5)
 

@@ -16,9 +16,7 @@ def model(golden_ckpt_path):
 
 def _sample(golden) -> dict:
     i = golden["inputs"]
-    net_input = {
-        k: i[k] for k in ("src_tokens", "src_lengths", "patch_images", "patch_masks", "prev_output_tokens")
-    }
+    net_input = {k: i[k] for k in ("src_tokens", "src_lengths", "patch_images", "patch_masks", "prev_output_tokens")}
     return {"net_input": net_input, "target": i["target"], "ntokens": i["ntokens"]}
 
 

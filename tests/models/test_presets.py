@@ -30,9 +30,7 @@ def test_golden_preset_state_dict_matches_original(arch, golden_dir):
 def test_golden_test_preset_is_the_small_fixture_model(golden_dir):
     expected = json.loads((golden_dir / "keys_small.json").read_text())
     state = build_model(get_preset("ofa_test"), device="meta").state_dict()
-    assert [(k, list(v.shape)) for k, v in state.items()] == [
-        (e["key"], e["shape"]) for e in expected["state_dict"]
-    ]
+    assert [(k, list(v.shape)) for k, v in state.items()] == [(e["key"], e["shape"]) for e in expected["state_dict"]]
 
 
 def test_tied_embeddings_are_one_parameter():

@@ -205,9 +205,7 @@ def test_malicious_pickle_refused(tmp_path: Path, kind: str, mode: str, monkeypa
     marker = tmp_path / "pwned"
     payload, name = _payloads(marker)[kind]
     path = tmp_path / "evil.pt"
-    torch.save(
-        {"model": {}, "extra_state": {"x": payload}}, path, _use_new_zipfile_serialization=mode != "legacy"
-    )
+    torch.save({"model": {}, "extra_state": {"x": payload}}, path, _use_new_zipfile_serialization=mode != "legacy")
     if mode == "torch-only":
         monkeypatch.setattr(ckpt_mod, "_globals_in_file", lambda _path: set())
         name = "not a checkpoint this project will unpickle"  # torch names some globals differently
@@ -216,9 +214,7 @@ def test_malicious_pickle_refused(tmp_path: Path, kind: str, mode: str, monkeypa
         load_checkpoint_file(path)
     assert str(path) in str(info.value) and "not a checkpoint this project will unpickle" in str(info.value)
     assert not marker.exists()
-    assert (
-        set(torch.serialization.get_safe_globals()) == before
-    )  # the allow-list is only active while loading
+    assert set(torch.serialization.get_safe_globals()) == before  # the allow-list is only active while loading
 
 
 def test_numpy_values_and_defaultdict(tmp_path: Path) -> None:
@@ -289,9 +285,7 @@ class _FakeContainer(_FakeStateful):
     """DictConfig/ListConfig: nodes in ``_content``, each pointing back at its parent container."""
 
     def __init__(self, content: typing.Any, parent: typing.Any = None, key: typing.Any = None) -> None:
-        meta = _FakeContainerMetadata(
-            typing.Any, None, True, key, key_type=typing.Any, element_type=typing.Any
-        )
+        meta = _FakeContainerMetadata(typing.Any, None, True, key, key_type=typing.Any, element_type=typing.Any)
         self.__dict__.update(_metadata=meta, _parent=parent, _flags_cache={})
         items = content.items() if isinstance(content, dict) else enumerate(content)
         wrapped = {k: _fake_node(v, self, k) for k, v in items}
@@ -301,9 +295,7 @@ class _FakeContainer(_FakeStateful):
 _FakeDictConfig = _claims("omegaconf.dictconfig.DictConfig")(type("DictConfig", (_FakeContainer,), {}))
 _FakeListConfig = _claims("omegaconf.listconfig.ListConfig")(type("ListConfig", (_FakeContainer,), {}))
 # fairseq's ChoiceEnum members pickle as a call of their class with the value.
-_FakeChoices = enum.Enum(
-    "Choices", {"c10d": "c10d", "no_c10d": "no_c10d"}, module="fairseq.dataclass.constants"
-)
+_FakeChoices = enum.Enum("Choices", {"c10d": "c10d", "no_c10d": "no_c10d"}, module="fairseq.dataclass.constants")
 _FAKE_CLASSES = [_FakeMetadata, _FakeContainerMetadata, _FakeAnyNode, _FakeEnumNode, _FakeDictConfig]
 _FAKE_CLASSES += [_FakeListConfig, _FakeChoices]
 

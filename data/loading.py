@@ -1,0 +1,55 @@
+"""DataLoader plumbing shared by training and evaluation: bad-row skipping with a limit.
+
+Without ``--skip-bad-rows`` a malformed row stops the run with an error naming its file and line. With
+``--skip-bad-rows N`` such rows are dropped from their batch, reported in the batch as ``bad_rows`` (so the
+trainer can count them across workers) and the run stops once more than N were skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from data.tsv import BadRowError
+
+logger = logging.getLogger(__name__)
+
+_BAD = "__bad_row__"
+
+
+class SkippingDataset(torch.utils.data.Dataset):
+    def __init__(self, dataset, limit: int):
+        self.dataset, self.limit = dataset, limit
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        try:
+            return self.dataset[index]
+        except BadRowError as err:
+            if self.limit <= 0:
+                raise
+            logger.warning("skipping bad row: %s", err)
+            return {_BAD: str(err)}
+
+
+class SkippingCollater:
+    def __init__(self, collate: Callable[[list], dict]):
+        self.collate = collate
+
+    def __call__(self, samples: list) -> dict:
+        good = [s for s in samples if not (isinstance(s, dict) and _BAD in s)]
+        batch = self.collate(good) if good else {}
+        batch["bad_rows"] = [s[_BAD] for s in samples if isinstance(s, dict) and _BAD in s]
+        return batch
+
+
+def check_bad_rows(count: int, limit: int) -> None:
+    if count > limit:
+        raise RuntimeError(
+            f"{count} malformed rows were skipped, more than --skip-bad-rows {limit}: fix the data or raise the limit"
+        )
