@@ -42,12 +42,15 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, task, model, criterion, info: distributed.DistInfo):
         self.cfg, self.task, self.criterion, self.info = cfg, task, criterion, info
         self.model = model.to(info.device)
+        self.progress = Progress()
+        self.checkpoints = CheckpointManager(self, cfg.checkpoint)
+        self.checkpoints.load_weights()  # into the plain module, before DDP/FSDP wrapping
         self.wrapped = self._wrap(self.model)
         opt = cfg.optimization
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.optimizer = FairseqAdam(params, opt.lr, opt.adam_betas, opt.adam_eps, opt.weight_decay)
-        total = opt.max_update or opt.total_num_update
-        warmup = opt.warmup_updates
+        # OFA's fork: the decay horizon is --total-num-update (default 1e6), or derived from --max-epoch below
+        total, warmup = opt.total_num_update, opt.warmup_updates
         if opt.lr_scheduler == "fixed":
             total, warmup = 10**12, 0
         self.scheduler = PolynomialDecay(self.optimizer, opt.lr, total, warmup, opt.end_learning_rate, opt.power)
@@ -58,8 +61,6 @@ class Trainer:
             self.scaler = DynamicLossScaler(common.fp16_init_scale, window, common.min_loss_scale)
         self.amp_dtype = torch.float16 if common.fp16 else torch.bfloat16 if common.bf16 else None
         self.ema = EMA(self.model, cfg.ema.ema_decay, cfg.ema.ema_start_update) if cfg.ema.store_ema else None
-        self.progress = Progress()
-        self.checkpoints = CheckpointManager(self, cfg.checkpoint)
         self.metrics = MetricsLogger(cfg.checkpoint.save_dir, common.tensorboard_logdir, info.is_main)
         self._dummy = None
 
@@ -82,15 +83,12 @@ class Trainer:
             return full_optimizer_state(self.model, self.optimizer)
         return self.optimizer.state_dict()
 
-    def load_model_state(self, state: dict) -> None:
-        if self.sharded:
-            from utils.fsdp import load_full_model_state
-
-            load_full_model_state(self.model, state)
-        else:
-            self.model.load_state_dict(state, strict=True)
-
     def load_optimizer_state(self, state: dict, path) -> None:
+        if self.sharded:  # keyed by parameter name; the distributed loader checks it
+            from utils.fsdp import load_full_optimizer_state
+
+            load_full_optimizer_state(self.model, self.optimizer, state)
+            return
         params = [p for p in self.model.parameters() if p.requires_grad]
         saved = state.get("state", {}) if isinstance(state, dict) else {}
         for index, entry in saved.items():
@@ -104,12 +102,7 @@ class Trainer:
                     f"{path}: its optimizer state does not fit this model's parameters; pass --reset-optimizer "
                     "to keep the weights and start the optimizer afresh (OFA's fine-tuning recipes do)"
                 )
-        if self.sharded:
-            from utils.fsdp import load_full_optimizer_state
-
-            load_full_optimizer_state(self.model, self.optimizer, state)
-        else:
-            self.optimizer.load_state_dict(state)
+        self.optimizer.load_state_dict(state)
 
     def _wrap(self, model):
         if not self.info.distributed:
@@ -203,7 +196,7 @@ class Trainer:
         """Divide summed gradients by the global sample size (DDP already averaged over ranks), clip."""
         params = [p for p in self.model.parameters() if p.grad is not None]
         scale = self.scaler.scale if self.scaler is not None else 1.0
-        world = self.info.world_size if isinstance(self.wrapped, DistributedDataParallel) else 1
+        world = self.info.world_size  # DDP and FSDP average gradients over ranks
         factor = world / (sample_size or 1.0) / scale
         torch._foreach_mul_([p.grad for p in params], factor)
         clip = self.cfg.optimization.clip_norm

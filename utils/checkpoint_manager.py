@@ -171,14 +171,24 @@ class CheckpointManager:
             raise FileNotFoundError(f"--restore-file {name} does not exist")
         return path
 
-    def restore(self) -> bool:
+    def load_weights(self) -> bool:
+        """Phase 1, before the model is wrapped/sharded: read the checkpoint and load the model weights."""
         path = self.restore_path()
+        self._pending = None
         if path is None:
             logger.info("no checkpoint in %s: starting from scratch", self.dir)
             return False
         ckpt = load_checkpoint_file(path)
+        self.trainer.model.load_state_dict(upgrade_state_dict(self.trainer.model, state_dict_from_checkpoint(ckpt)))
+        self._pending = (path, ckpt)
+        return True
+
+    def restore(self) -> bool:
+        """Phase 2, once the optimizer exists: optimizer, lr schedule, scaler, EMA, data position, RNG."""
+        if getattr(self, "_pending", None) is None:
+            return False
+        (path, ckpt), self._pending = self._pending, None
         t, cfg = self.trainer, self.cfg
-        t.load_model_state(upgrade_state_dict(t.model, state_dict_from_checkpoint(ckpt)))
         extra = ckpt.get("extra_state") or {}
         history = (ckpt.get("optimizer_history") or [{}])[-1]
         if not cfg.reset_optimizer and ckpt.get("last_optimizer_state") is not None:
@@ -186,18 +196,12 @@ class CheckpointManager:
             t.progress.num_updates = int(history.get("num_updates", 0))
             if t.scaler is not None and "loss_scaler" in extra:
                 t.scaler.load_state_dict(extra["loss_scaler"])
-        if (
-            not cfg.reset_optimizer
-            and not cfg.reset_lr_scheduler
-            and "total_num_update" in history.get("lr_scheduler_state", {})
-        ):
-            t.scheduler.load_state_dict(history["lr_scheduler_state"])
+        scheduler_state = history.get("lr_scheduler_state", {})
+        if not cfg.reset_optimizer and not cfg.reset_lr_scheduler and "total_num_update" in scheduler_state:
+            t.scheduler.load_state_dict(scheduler_state)
         if not cfg.reset_dataloader and "train_iterator" in extra:
             it = extra["train_iterator"]
-            t.progress.epoch, t.progress.iterations_in_epoch = (
-                int(it["epoch"]),
-                int(it["iterations_in_epoch"]),
-            )
+            t.progress.epoch, t.progress.iterations_in_epoch = int(it["epoch"]), int(it["iterations_in_epoch"])
         if not cfg.reset_meters:
             t.progress.best = extra.get("best")
             t.progress.bad_rows = int(extra.get("bad_rows", 0))

@@ -35,7 +35,8 @@ class FairseqAdam(torch.optim.Optimizer):
                     state["step"] = 0
                     state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
                     state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
-                state["step"] += 1
+                # a plain int: a loaded state may carry a float tensor, which would change the bias correction
+                state["step"] = int(state["step"]) + 1
             step = self.state[params[0]]["step"]  # all parameters step together
             grads = [p.grad.float() for p in params]
             avgs = [self.state[p]["exp_avg"] for p in params]
