@@ -42,6 +42,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, task, model, criterion, info: distributed.DistInfo):
         self.cfg, self.task, self.criterion, self.info = cfg, task, criterion, info
         self.model = model.to(info.device)
+        if cfg.common.channels_last:
+            self.model.encoder.embed_images.to(memory_format=torch.channels_last)
         self.progress = Progress()
         self.checkpoints = CheckpointManager(self, cfg.checkpoint)
         self.checkpoints.load_weights()  # into the plain module, before DDP/FSDP wrapping
@@ -229,7 +231,7 @@ class Trainer:
         remaining = batches[p.iterations_in_epoch :]
         groups = [remaining[i : i + opt.update_freq] for i in range(0, len(remaining), opt.update_freq)]
         stream = iter(self.loader(dataset, remaining)) if remaining else iter(())
-        start = time.perf_counter()
+        start, seen = time.perf_counter(), {"nsentences": 0.0, "ntokens": 0.0}
         for done_updates, group in enumerate(groups, start=1):
             samples = [next(stream) for _ in group]
             for s in samples:
@@ -237,9 +239,12 @@ class Trainer:
             check_bad_rows(p.bad_rows, self.cfg.common.skip_bad_rows)
             stats = self.train_step(samples)
             p.iterations_in_epoch += len(group)
+            for key in seen:
+                seen[key] += stats.get(key, 0.0) if stats else 0.0
             if stats is not None and p.num_updates % self.cfg.common.log_interval == 0:
-                stats["ups"] = done_updates / (time.perf_counter() - start)
-                stats["bad_rows"] = p.bad_rows
+                elapsed = time.perf_counter() - start
+                stats.update(ups=done_updates / elapsed, bad_rows=p.bad_rows)
+                stats.update(sps=seen["nsentences"] / elapsed, wps=seen["ntokens"] / elapsed)
                 self.metrics.log("train", p.num_updates, stats)
             self.metrics.advance()
             stop = opt.max_update > 0 and p.num_updates >= opt.max_update

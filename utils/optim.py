@@ -1,7 +1,8 @@
 """Optimisation pieces with fairseq's exact semantics, as OFA trains with them (spec §7.4, §7.5).
 
 - ``FairseqAdam``: Adam with ``denom = sqrt(v) + eps``, ``step = lr * sqrt(1 - b2^t) / (1 - b1^t)`` and decoupled
-  weight decay ``p -= wd * lr * p`` applied to every parameter before the update (fairseq's ``adam``).
+  weight decay ``p -= wd * lr * p`` applied to every parameter before the update (fairseq's ``adam``),
+  computed by torch's fused AdamW.
 - ``PolynomialDecay``: linear (power 1) warm-up then polynomial decay to ``end_learning_rate``; the warm-up
   length is ``int(total * warmup_ratio)`` once the total is known (OFA's ``lr_reinit``).
 - ``DynamicLossScaler``: fp16 loss scaling; an overflow skips the step and halves the scale, ``scale_window``
@@ -18,39 +19,28 @@ import torch
 from torch import Tensor, nn
 
 
-class FairseqAdam(torch.optim.Optimizer):
+class FairseqAdam(torch.optim.AdamW):
+    """fairseq's Adam, run by torch's fused AdamW (one memory pass instead of nine).
+
+    fairseq computes ``p -= wd*lr*p; p -= lr*sqrt(bc2)/bc1 * m / (sqrt(v) + eps)``, which is exactly AdamW
+    (decoupled decay first, then ``lr/bc1 * m / (sqrt(v)/sqrt(bc2) + eps')``) with ``eps' = eps / sqrt(bc2)``,
+    ``bc2 = 1 - beta2^t``. So each step sets the group's epsilon for the coming step count.
+    """
+
     def __init__(self, params, lr: float, betas=(0.9, 0.999), eps: float = 1e-8, weight_decay: float = 0.0):
-        super().__init__(params, dict(lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay))
+        params = list(params)
+        fused = all(p.device.type in ("cpu", "cuda") and p.dtype == torch.float32 for p in params)
+        super().__init__(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay, fused=fused or None)
+        for group in self.param_groups:
+            group["fairseq_eps"] = eps
 
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            beta1, beta2 = group["betas"]
-            for p in params:
-                state = self.state[p]
-                if not state:
-                    state["step"] = 0
-                    state["exp_avg"] = torch.zeros_like(p, dtype=torch.float32)
-                    state["exp_avg_sq"] = torch.zeros_like(p, dtype=torch.float32)
-                # a plain int: a loaded state may carry a float tensor, which would change the bias correction
-                state["step"] = int(state["step"]) + 1
-            step = self.state[params[0]]["step"]  # all parameters step together
-            grads = [p.grad.float() for p in params]
-            avgs = [self.state[p]["exp_avg"] for p in params]
-            sqs = [self.state[p]["exp_avg_sq"] for p in params]
-            torch._foreach_mul_(avgs, beta1)
-            torch._foreach_add_(avgs, grads, alpha=1 - beta1)
-            torch._foreach_mul_(sqs, beta2)
-            torch._foreach_addcmul_(sqs, grads, grads, value=1 - beta2)
-            denom = torch._foreach_sqrt(sqs)
-            torch._foreach_add_(denom, group["eps"])
-            step_size = group["lr"] * math.sqrt(1 - beta2**step) / (1 - beta1**step)
-            if group["weight_decay"] != 0:
-                torch._foreach_add_(params, params, alpha=-group["weight_decay"] * group["lr"])
-            torch._foreach_addcdiv_(params, avgs, denom, value=-step_size)
+            steps = [self.state[p]["step"] for p in group["params"] if p.grad is not None and "step" in self.state[p]]
+            upcoming = int(max(steps)) + 1 if steps else 1
+            group["eps"] = group["fairseq_eps"] / math.sqrt(1 - group["betas"][1] ** upcoming)
+        return super().step(closure)
 
 
 @dataclass

@@ -29,6 +29,9 @@ class CommonConfig:
     validate_interval_updates: int = 0
     disable_validation: bool = False
     fixed_validation_seed: int | None = None
+    channels_last: bool = field(
+        default=False, metadata={"help": "keep the ResNet channels-last: faster, not bit-identical to OFA"}
+    )
 
 
 @dataclass
