@@ -7,6 +7,8 @@ over; unknown flags are errors. ``main(argv)`` is callable from tests and return
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import logging
 import random
 import sys
@@ -47,6 +49,7 @@ def build_parser(task: str | None, criterion: str) -> argparse.ArgumentParser:
     parser.add_argument("--arch", required=True, choices=sorted(PRESETS))
     parser.add_argument("--criterion", default=DEFAULT_CRITERION, choices=CRITERIONS.names())
     parser.add_argument("--uses-ema", dest="validate_with_ema", action="store_true", default=None)
+    parser.add_argument("--dry-run", action="store_true", help="print the resolved configuration as JSON and exit")
     for alias, dest in ALIASES.items():
         parser.add_argument(alias, dest=dest, type=float, default=None, help=f"alias of --{dest.replace('_', '-')}")
     seen = {"arch"}
@@ -64,6 +67,7 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
     argv, ignored = strip_ignored(argv)
     pre = _choices(argv)
     values = vars(build_parser(pre.task, pre.criterion).parse_args(argv))
+    dry_run = values.pop("dry_run")
     data_path = values.pop("data_path")
     if data_path and not values.get("data"):
         values["data"] = data_path
@@ -78,6 +82,7 @@ def parse_args(argv: Sequence[str]) -> TrainConfig:
         criterion=fill(crit_entry.config, values),
         **{attr: fill(cls, values) for attr, cls in _SECTION_FIELDS.items()},
     )
+    cfg.dry_run = dry_run
     if cfg.optimization.max_epoch <= 0 and cfg.optimization.max_update <= 0:
         raise SystemExit("train.py: give --max-epoch or --max-update (otherwise training never ends)")
     if ignored:
@@ -102,6 +107,9 @@ def seed_everything(seed: int) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     cfg = parse_args(list(sys.argv[1:] if argv is None else argv))
+    if cfg.dry_run:
+        print(json.dumps(dataclasses.asdict(cfg), indent=2, default=str))
+        return 0
     info = distributed.setup(cfg.common.cpu)
     setup_logging(info.rank)
     try:
@@ -109,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         task = TASKS.build(cfg.task_name, cfg.task)
         cfg.model = cfg.model.replace(vocab_size=len(task.tokenizer), patch_image_size=cfg.task.patch_image_size)
         model = build_model(cfg.model)
-        criterion = build_criterion(cfg.criterion_name, cfg.criterion, task.pad, task.eos)
+        criterion = build_criterion(cfg.criterion_name, cfg.criterion, task.pad, task.eos, task=task)
         params = sum({id(p): p.numel() for p in model.parameters()}.values())
         logger.info(
             "task %s, arch %s (%s parameters), criterion %s",

@@ -169,7 +169,8 @@ class Trainer:
             size, log = self._forward_backward(sample, sync=i == len(samples) - 1)
             sizes += size
             logs.append(log)
-        keys = ["loss", "nll_loss", "ntokens", "nsentences", "sample_size"]
+        # the same keys on every rank (a rank with an empty batch logs nothing), so the reduction lines up
+        keys = list(getattr(self.criterion, "log_keys", ("loss", "nll_loss", "ntokens", "nsentences", "sample_size")))
         totals = distributed.all_reduce_sums(
             [sizes] + [sum(float(lg.get(k, 0)) for lg in logs) for k in keys], self.info
         )
@@ -250,7 +251,7 @@ class Trainer:
             stop = opt.max_update > 0 and p.num_updates >= opt.max_update
             every = self.cfg.checkpoint.save_interval_updates
             if stop or (every > 0 and p.num_updates % every == 0):
-                self.checkpoints.save(self.validate_if_due(mid_epoch=True), end_of_epoch=False)
+                self.checkpoints.save(self.validate_if_due(mid_epoch=True, stopping=stop), end_of_epoch=False)
             if stop:
                 return
         p.epoch, p.iterations_in_epoch = p.epoch + 1, 0
@@ -258,10 +259,14 @@ class Trainer:
             self.checkpoints.save(self.validate_if_due(mid_epoch=False), end_of_epoch=True, epoch=p.epoch - 1)
 
     # ------------------------------------------------------------------ validation
-    def validate_if_due(self, mid_epoch: bool) -> dict[str, float] | None:
+    def validate_if_due(self, mid_epoch: bool, stopping: bool = False) -> dict[str, float] | None:
+        """fairseq's rule: validate at epoch ends (--validate-interval), every --validate-interval-updates,
+        and when training stops."""
         common = self.cfg.common
         if common.disable_validation:
             return None
+        if stopping:
+            return self.validate()
         if mid_epoch:
             every = common.validate_interval_updates
             if every <= 0 or self.progress.num_updates % every:

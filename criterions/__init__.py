@@ -7,6 +7,7 @@ from criterions import encouraging_loss, label_smoothed_ce
 from criterions.base import CRITERIONS, build_criterion, reduce_logs
 from criterions.encouraging_loss import AdjustLabelSmoothedEncouragingLoss, EncouragingLossConfig
 from criterions.label_smoothed_ce import AdjustLabelSmoothedCrossEntropy, LabelSmoothedCEConfig
+from criterions.scst import ScstRewardConfig, ScstRewardCriterion  # noqa: F401 (registers scst_reward_criterion)
 
 __all__ = [
     "CRITERIONS",

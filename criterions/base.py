@@ -13,6 +13,7 @@ our logs can be compared line by line with OFA's; ``base2=True`` gives stock fai
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import fields, is_dataclass
@@ -26,11 +27,12 @@ from utils.registry import Registry
 CRITERIONS = Registry("criterion")
 
 
-def build_criterion(name: str, cfg: Any = None, padding_idx: int = 1, eos_idx: int = 2) -> nn.Module:
+def build_criterion(name: str, cfg: Any = None, padding_idx: int = 1, eos_idx: int = 2, task: Any = None) -> nn.Module:
     """Instantiate the criterion registered as ``name``.
 
     ``cfg`` is an instance of the criterion's config dataclass, ``None`` (all defaults) or a mapping of
-    config fields (e.g. a checkpoint's ``cfg["criterion"]``; its ``_name`` key is ignored).
+    config fields (e.g. a checkpoint's ``cfg["criterion"]``; its ``_name`` key is ignored). ``task`` is
+    passed on only to criterions whose constructor takes a ``task`` argument (SCST needs its tokenizer).
     """
     entry = CRITERIONS.get(name)
     if cfg is None:
@@ -44,7 +46,8 @@ def build_criterion(name: str, cfg: Any = None, padding_idx: int = 1, eos_idx: i
         cfg = entry.config(**values)
     elif not (is_dataclass(cfg) and isinstance(cfg, entry.config)):
         raise TypeError(f"criterion {name!r} needs a {entry.config.__name__}, got {type(cfg).__name__}")
-    return CRITERIONS.build(name, cfg, padding_idx=padding_idx, eos_idx=eos_idx)
+    extra = {"task": task} if task is not None and "task" in inspect.signature(entry.cls).parameters else {}
+    return CRITERIONS.build(name, cfg, padding_idx=padding_idx, eos_idx=eos_idx, **extra)
 
 
 def _as_float(value: Any) -> float | None:
@@ -100,4 +103,6 @@ def reduce_logs(logs: Iterable[Mapping[str, Any]], *, base2: bool = False) -> di
             out[f"loss_{part}"] /= max(out.get(f"sample_size_{part}", 0.0), 1.0) * scale
     if out.get("total", 0.0) > 0:
         out["accuracy"] = 100.0 * out.get("n_correct", 0.0) / out["total"]
+    if "score" in out:  # SCST: summed CIDEr of the hypotheses, logged per hypothesis as OFA does
+        out["score"] = _ratio(out["score"], out["nsentences"])
     return out

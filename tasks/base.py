@@ -9,6 +9,7 @@ rows lazily and reports bad rows with file and line.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from data.collate import collate_tokens
 from data.images import decode_base64_image
 from data.tokenizer import OFATokenizer
 from data.tsv import BadRowError, TSVFile, parse_data_paths
+from models.generate import GenerationConfig, SequenceGenerator
 from utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,11 @@ def pre_caption(text: str, max_words: int | None = None, *, person: bool = True)
     return text
 
 
+def int_or_str(value: str) -> int | str:
+    """Sample ids as the original writes them in prediction files: integers when they are numbers."""
+    return int(value) if str(value).isdigit() else value
+
+
 def image_transform(size: int, imagenet_mean_std: bool = False):
     """Resize to size x size (aspect ratio not kept, PIL bicubic) -> tensor -> normalise, as OFA."""
     mean, std = IMAGENET_MEAN_STD if imagenet_mean_std else OFA_MEAN_STD
@@ -91,6 +98,8 @@ def image_transform(size: int, imagenet_mean_std: bool = False):
 class Task:
     """Base task: subclasses set ``build_sample`` and register with ``@TASKS.register(name, Config)``."""
 
+    passthrough_keys: tuple[str, ...] = ()
+
     def __init__(self, cfg: TaskConfig, tokenizer: OFATokenizer | None = None):
         self.cfg = cfg
         self.tokenizer = tokenizer or build_tokenizer(cfg)
@@ -98,8 +107,10 @@ class Task:
         self.patch_transform = image_transform(cfg.patch_image_size, cfg.imagenet_default_mean_and_std)
 
     # ------------------------------------------------------------------ text and images
-    def encode_text(self, text: str, length: int | None = None, bos: bool = False, eos: bool = False) -> Tensor:
-        return self.tokenizer.encode(text, add_bos=bos, add_eos=eos, length=length)
+    def encode_text(
+        self, text: str, length: int | None = None, bos: bool = False, eos: bool = False, use_bpe: bool = True
+    ) -> Tensor:
+        return self.tokenizer.encode(text, add_bos=bos, add_eos=eos, length=length, use_bpe=use_bpe)
 
     def load_image(self, data: str) -> Tensor:
         image: Image.Image = decode_base64_image(data)
@@ -134,16 +145,55 @@ class Task:
             batch["net_input"]["prev_output_tokens"] = collate_tokens([s["prev_output_tokens"] for s in samples], pad)
         else:
             batch["ntokens"] = int(source.ne(pad).sum())
+        for key in self.passthrough_keys:  # per-sample values the task's evaluation needs
+            if key in samples[0]:
+                batch[key] = [s[key] for s in samples]
         return batch
 
-    # ------------------------------------------------------------------ validation
+    # ------------------------------------------------------------------ evaluation
+    metric_name = "score"  # the name OFA logs the task metric under
+
+    def eval_enabled(self) -> bool:
+        """Whether validation during training also generates and scores (e.g. --eval-cider)."""
+        return False
+
+    def default_generation(self) -> GenerationConfig:
+        return GenerationConfig.from_args(getattr(self.cfg, "eval_args", "{}") or "{}")
+
+    def build_generator(self, gen_cfg: GenerationConfig | None = None) -> SequenceGenerator:
+        gen_cfg = gen_cfg or self.default_generation()
+        if self.cfg.constraint_range and not gen_cfg.constraint_range:
+            gen_cfg = dataclasses.replace(gen_cfg, constraint_range=self.cfg.constraint_range)
+        return SequenceGenerator(gen_cfg, len(self.tokenizer), constraint_trie=getattr(self, "trie", None))
+
+    def eval_step(self, model, sample: dict, generator: SequenceGenerator | None = None, **options) -> list[dict]:
+        """Per-sample predictions, each with ``score`` (its contribution to the task metric)."""
+        raise NotImplementedError(f"task {type(self).__name__} has no evaluation")
+
+    def eval_metrics(self, predictions: list[dict]) -> dict[str, float]:
+        scores = [p["score"] for p in predictions]
+        return {self.metric_name: round(sum(scores) / max(len(scores), 1), 4), "count": len(scores)}
+
+    def prediction_records(self, predictions: list[dict]) -> list[dict]:
+        """The original's prediction file rows (e.g. ``{"question_id", "answer"}`` for VQA)."""
+        return [{k: v for k, v in p.items() if k != "score"} for p in predictions]
+
+    # ------------------------------------------------------------------ validation during training
     def valid_step(self, model, criterion, sample: dict) -> tuple[Tensor, int, dict]:
         with torch.no_grad():
-            return criterion(model, sample)
+            loss, sample_size, log = criterion(model, sample)
+            if self.eval_enabled():
+                preds = self.eval_step(getattr(model, "module", model), sample)
+                log["_score_sum"] = float(sum(p["score"] for p in preds))
+                log["_score_cnt"] = len(preds)
+        return loss, sample_size, log
 
     def reduce_metrics(self, logs: list[dict]) -> dict[str, float]:
         """Task metrics from the summed validation logs (the loss is reduced by the criterion)."""
-        return {}
+        count = sum(float(lg.get("_score_cnt", 0)) for lg in logs)
+        if not count:
+            return {}
+        return {self.metric_name: round(sum(float(lg.get("_score_sum", 0)) for lg in logs) / count, 4)}
 
 
 class TaskDataset(torch.utils.data.Dataset):

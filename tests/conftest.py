@@ -93,3 +93,38 @@ def caption_data(tmp_path_factory) -> str:
     train = write_caption_tsv(root / "train.tsv", 24, seed=0)
     valid = write_caption_tsv(root / "valid.tsv", 6, seed=1, refs=2)
     return f"{train},{valid}"
+
+
+def random_image_b64(rng, height: int = 40, width: int = 48) -> str:
+    import numpy as np
+    from PIL import Image
+
+    from data.images import encode_image_base64
+
+    return encode_image_base64(Image.fromarray(rng.randint(0, 255, (height, width, 3), dtype=np.uint8)))
+
+
+def write_task_tsv(task: str, path: Path, rows: int, seed: int = 0) -> tuple[Path, str]:
+    """A synthetic TSV in the original column layout of ``task``; returns (path, OFA's --selected-cols)."""
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    words = CAPTION_WORDS
+    lines = []
+    for i in range(rows):
+        image = random_image_b64(rng)
+        text = " ".join(rng.choice(words, rng.randint(3, 7)))
+        if task == "caption":
+            lines.append(f"{i}\t{i}\t{text}&&{' '.join(rng.choice(words, 4))}\tnone\t{image}")
+        elif task == "vqa_gen":
+            answers = "&&".join(f"{rng.choice([0.3, 0.6, 1.0])}|!+{a}" for a in rng.choice(["yes", "no", "red dog"], 2))
+            lines.append(f"{i}\t{i}\t{text}\t{answers}\tcat&&dog\t{image}")
+        elif task == "refcoco":
+            x0, y0 = rng.randint(0, 20), rng.randint(0, 15)
+            lines.append(f"{i}\t{i}\t{text}\t{x0},{y0},{x0 + rng.randint(5, 25)},{y0 + rng.randint(5, 20)}\t{image}")
+        elif task == "snli_ve":
+            label = rng.choice(["entailment", "contradiction", "neutral"])
+            lines.append(f"{i}\t{i}\t{image}\t{text}\t{' '.join(rng.choice(words, 5))}\t{label}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    cols = {"caption": "0,4,2", "vqa_gen": "0,5,2,3,4", "refcoco": "0,4,2,3", "snli_ve": "0,2,3,4,5"}
+    return path, cols[task]

@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# train_refcoco_el.sh on RefCOCOg.
+source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
+export REFCOCO_DATASET=refcocog
+exec bash "$OFA_RUN_SCRIPTS/refcoco/train_refcoco_el.sh" "$@"
