@@ -24,6 +24,7 @@ from models.embeddings import (
     make_image_bucket_position,
     make_token_bucket_position,
     new_embedding,
+    position_scores,
     relative_bias,
 )
 from models.encoder import EncoderOut, key_padding_bias
@@ -104,15 +105,12 @@ class Decoder(nn.Module):
     def _position_bias(self, length: int, rows: slice, code: bool, cross_k: Tensor) -> tuple[Tensor, Tensor]:
         """Absolute self bias (1, H, Tq, T) and cross bias (B, H, Tq, S) for query steps ``rows``."""
         ln = self.image_pos_ln if code else self.pos_ln
-        pos = ln(self._positions(length, code))  # T,D
-        q_pos = pos[rows]
-        heads = self.num_heads
-        self_q = self.self_pos_q_linear(q_pos).view(1, -1, heads, q_pos.size(-1) // heads).transpose(1, 2)
-        self_k = self.self_pos_k_linear(pos).view(1, length, heads, -1).transpose(1, 2)
-        self_bias = torch.matmul(self_q * self.pos_scaling, self_k.transpose(2, 3))
-        cross_q = self.cross_pos_q_linear(q_pos).view(1, -1, heads, q_pos.size(-1) // heads).transpose(1, 2)
-        cross_k = cross_k.view(cross_k.size(0), cross_k.size(1), heads, -1).transpose(1, 2)  # B,H,S,dh
-        cross_bias = torch.matmul(cross_q * self.pos_scaling, cross_k.transpose(2, 3))
+        pos = ln(self._positions(length, code))[None]  # 1,T,D
+        q_pos = pos[:, rows]
+        self_bias = position_scores(
+            self.self_pos_q_linear(q_pos), self.self_pos_k_linear(pos), self.num_heads, self.pos_scaling
+        )
+        cross_bias = position_scores(self.cross_pos_q_linear(q_pos), cross_k, self.num_heads, self.pos_scaling)
         return self_bias, cross_bias
 
     def _relative_buckets(self, length: int, rows: slice, code: bool) -> Tensor:

@@ -85,18 +85,16 @@ def new_embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embe
     return emb
 
 
-def absolute_position_bias(
-    q_linear: nn.Linear, k_linear: nn.Linear, pos_q: Tensor, pos_k: Tensor, num_heads: int, scaling: float
-) -> Tensor:
-    """``(q_linear(p_q) * s) @ k_linear(p_k)^T`` per head: the absolute part of the attention bias.
+def position_scores(q: Tensor, k: Tensor, num_heads: int, scaling: float) -> Tensor:
+    """The absolute part of the attention bias: per-head ``(q * s) @ k^T`` of projected position embeddings.
 
-    Inputs are LayerNorm-ed position embeddings, batch-first (B', T, D); output (B', H, Tq, Tk). B' is 1
-    when positions are the same for the whole batch, which is the usual case and saves B-fold work.
+    q (B', Tq, D) and k (B', Tk, D) are the q/k position linears applied to LayerNorm-ed positions;
+    returns (B', H, Tq, Tk). B' is 1 when positions are the same for the whole batch (the usual case).
     """
-    bq, tq, _ = pos_q.shape
-    bk, tk, _ = pos_k.shape
-    q = q_linear(pos_q).view(bq, tq, num_heads, -1).transpose(1, 2) * scaling  # B',H,Tq,dh
-    k = k_linear(pos_k).view(bk, tk, num_heads, -1).transpose(1, 2)  # B',H,Tk,dh
+    bq, tq, _ = q.shape
+    bk, tk, _ = k.shape
+    q = q.view(bq, tq, num_heads, -1).transpose(1, 2) * scaling  # B',H,Tq,dh
+    k = k.view(bk, tk, num_heads, -1).transpose(1, 2)  # B',H,Tk,dh
     return torch.matmul(q, k.transpose(2, 3))
 
 

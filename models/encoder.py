@@ -19,12 +19,12 @@ from torch import Tensor, nn
 
 from models.config import OFAConfig
 from models.embeddings import (
-    absolute_position_bias,
     image_num_rel_distance,
     image_position_ids,
     make_image_bucket_position,
     make_token_bucket_position,
     new_embedding,
+    position_scores,
     relative_bias,
 )
 from models.layers import EncoderLayer, layer_drop_rates
@@ -147,9 +147,7 @@ class Encoder(nn.Module):
         has_pads = bool(padding.any())
         if has_pads:
             x = x * (1 - padding[..., None].type_as(x))
-        abs_bias = absolute_position_bias(
-            self.pos_q_linear, self.pos_k_linear, pos, pos, self.num_heads, self.pos_scaling
-        )
+        abs_bias = position_scores(self.pos_q_linear(pos), self.pos_k_linear(pos), self.num_heads, self.pos_scaling)
         pad_bias = key_padding_bias(padding, abs_bias.dtype) if has_pads else None
         states = []
         for idx, layer in enumerate(self.layers):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.config import OFAConfig
@@ -87,11 +86,6 @@ class OFAModel(nn.Module):
         """Logits (B, V) of the next token, using and extending the key/value cache in ``state``."""
         logits, _ = self.decoder(prev_output_tokens, encoder_out, code_masks, state=state)
         return logits[:, -1]
-
-    @staticmethod
-    def get_normalized_probs(logits: Tensor, log_probs: bool = True) -> Tensor:
-        """fairseq's normalisation: (log-)softmax over the full vocabulary, in float32."""
-        return F.log_softmax(logits.float(), dim=-1) if log_probs else F.softmax(logits.float(), dim=-1)
 
 
 def _init_bert_params(module: nn.Module) -> None:

@@ -14,7 +14,7 @@ import dataclasses
 import logging
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -98,12 +98,6 @@ def add_section(parser: argparse.ArgumentParser, cls: type, title: str, seen: se
             )
 
 
-def add_aliases(parser: argparse.ArgumentParser, aliases: dict[str, str]) -> None:
-    """Extra spellings of a setting, e.g. ``--ema-alpha`` for ``--ema-decay``."""
-    for alias, dest in aliases.items():
-        parser.add_argument(alias, dest=dest, type=float, default=None, help=f"alias of {flag(dest)}")
-
-
 def strip_ignored(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """Remove OFA flags that have no effect here; return (remaining argv, removed flags)."""
     out, removed, i = [], [], 0
@@ -127,16 +121,3 @@ def fill(cls: type, values: dict[str, Any], base: Any | None = None) -> Any:
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)
-
-
-def given_fields(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {k: v for k, v in values.items() if k in names and v is not None}
-
-
-def to_dict(obj: Any) -> dict[str, Any]:
-    return dataclasses.asdict(obj)
-
-
-def known_flags(classes: Iterable[type]) -> list[str]:
-    return sorted(flag(f.name) for cls in classes for f in dataclasses.fields(cls))

@@ -64,12 +64,3 @@ def all_reduce_sums(values: list[float], info: DistInfo) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=info.device)
     dist.all_reduce(tensor)
     return tensor.tolist()
-
-
-def broadcast_flag(flag: bool, info: DistInfo) -> bool:
-    """Rank 0's decision for everyone (e.g. stop training)."""
-    if not info.distributed:
-        return flag
-    tensor = torch.tensor([int(flag)], device=info.device)
-    dist.broadcast(tensor, 0)
-    return bool(tensor.item())

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# train_refcoco_base.sh on RefCOCO+.
+# Visual grounding finetuning of OFA-Base on RefCOCO+ (spec §8, refcoco/train_refcocoplus_base.sh):
+# train_refcoco_base.sh on the refcocoplus_data/ TSVs with the same hyper-parameters; its variables and usage apply.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 export REFCOCO_DATASET=refcocoplus
 exec bash "$OFA_RUN_SCRIPTS/refcoco/train_refcoco_base.sh" "$@"

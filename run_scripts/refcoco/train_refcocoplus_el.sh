@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# train_refcoco_el.sh on RefCOCO+.
+# Grounding finetuning of OFA-Large with the encouraging loss on RefCOCO+ (spec §8, refcoco/train_refcocoplus_el.sh):
+# train_refcoco_el.sh on the refcocoplus_data/ TSVs with the same hyper-parameters; its variables and usage apply.
 source "$(dirname "${BASH_SOURCE[0]}")/../common.sh"
 export REFCOCO_DATASET=refcocoplus
 exec bash "$OFA_RUN_SCRIPTS/refcoco/train_refcoco_el.sh" "$@"
