@@ -25,7 +25,7 @@ ofa_evaluate "$DATA" --path="$CHECKPOINT" --task=caption --gen-subset="$SPLIT" -
   --no-repeat-ngram-size="${NO_REPEAT_NGRAM_SIZE:-3}" --lenpen="${LENPEN:-1.0}" --temperature="${TEMPERATURE:-1.0}" \
   --model-overrides="$(ofa_json data "$DATA" bpe_dir "$BPE_DIR" eval_cider false selected_cols 1,4,2)"
 
-if [[ "$OFA_DRY_RUN" == 0 ]]; then
+if [[ "$OFA_DRY_RUN" == 0 && "${NODE_RANK:-0}" == 0 ]]; then  # score once, on the first machine
   "$PYTHON" "$OFA_RUN_SCRIPTS/caption/coco_eval.py" "$RESULT_PATH/${SPLIT}_predict.json" "$COCO_REFS" \
     --out "$RESULT_PATH/${SPLIT}_coco_metrics.json"
 fi
