@@ -75,6 +75,17 @@ def duplicate_for_rdrop(value: Any) -> Any:
     raise TypeError(f"--use-rdrop cannot duplicate a batch entry of type {type(value).__name__}")
 
 
+def mask_outside_range(logits: Tensor, constraint_range: tuple[int, int] | None) -> Tensor:
+    """-inf outside ``[start, end)`` on the last dim, keeping the specials 0..3 (boxes: bins; images: codes)."""
+    if constraint_range is None:
+        return logits
+    start, end = constraint_range
+    logits = logits.clone()
+    logits[..., 4:start] = float("-inf")
+    logits[..., end:] = float("-inf")
+    return logits
+
+
 @CRITERIONS.register("adjust_label_smoothed_cross_entropy", LabelSmoothedCEConfig)
 class AdjustLabelSmoothedCrossEntropy(nn.Module):
     def __init__(self, cfg: LabelSmoothedCEConfig, padding_idx: int = 1, eos_idx: int = 2):
@@ -139,11 +150,7 @@ class AdjustLabelSmoothedCrossEntropy(nn.Module):
         masks = sample.get("constraint_masks")
         if masks is not None:
             logits = logits.masked_fill(~masks, float("-inf"))
-        if self.constraint_range is not None:
-            start, end = self.constraint_range
-            logits = logits.clone()
-            logits[:, :, 4:start] = float("-inf")
-            logits[:, :, end:] = float("-inf")
+        logits = mask_outside_range(logits, self.constraint_range)
         lprobs = F.log_softmax(logits.float(), dim=-1)
         if sample.get("conf") is not None:
             # scaling the log-probs (not the loss afterwards) is what the original does

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from criterions.base import CRITERIONS
-from criterions.label_smoothed_ce import parse_constraint_range
+from criterions.label_smoothed_ce import mask_outside_range, parse_constraint_range
 
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
 _NET_INPUT_KEYS = ("src_tokens", "src_lengths", "patch_images", "patch_masks")
@@ -212,11 +212,7 @@ class ScstRewardCriterion(nn.Module):
         return model(**inputs)[0], target
 
     def lprobs_and_target(self, logits: Tensor, target: Tensor) -> tuple[Tensor, Tensor]:
-        if self.constraint_range is not None:
-            start, end = self.constraint_range
-            logits = logits.clone()
-            logits[:, :, 4:start] = float("-inf")
-            logits[:, :, end:] = float("-inf")
+        logits = mask_outside_range(logits, self.constraint_range)
         lprobs = F.log_softmax(logits.float(), dim=-1)
         skip = self.cfg.ignore_prefix_size
         if skip > 0:

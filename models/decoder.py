@@ -20,12 +20,11 @@ from torch import Tensor, nn
 from models.config import OFAConfig
 from models.embeddings import (
     code_position_ids,
-    image_num_rel_distance,
-    make_image_bucket_position,
-    make_token_bucket_position,
     new_embedding,
     position_scores,
+    register_bucket_buffers,
     relative_bias,
+    relative_tables,
 )
 from models.encoder import EncoderOut, key_padding_bias
 from models.layers import DecoderLayer, layer_drop_rates
@@ -68,10 +67,7 @@ class Decoder(nn.Module):
         dim, heads, layers = cfg.decoder_embed_dim, cfg.decoder_attention_heads, cfg.decoder_layers
         self.num_heads, self.padding_idx = heads, embed_tokens.padding_idx
         self.embed_scale = 1.0 if cfg.no_scale_embedding else dim**0.5
-        self.register_buffer("version", torch.tensor([3.0]))
-        self.register_buffer("token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size))
-        num_image_rel = image_num_rel_distance(cfg.image_bucket_size)
-        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel))
+        register_bucket_buffers(self, cfg.token_bucket_size, cfg.image_bucket_size)
         self.register_buffer("image_position_idx", code_position_ids(cfg.code_image_size, cfg.image_bucket_size))
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(dim) if cfg.layernorm_embedding else None
@@ -90,10 +86,9 @@ class Decoder(nn.Module):
         self.layer_norm = nn.LayerNorm(dim)
         self.output_projection = nn.Linear(dim, embed_tokens.num_embeddings, bias=False)
         self.output_projection.weight = embed_tokens.weight  # tied (share_decoder_input_output_embed)
-        self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(layers)
+        self.token_rel_pos_table_list, self.image_rel_pos_table_list = relative_tables(
+            cfg.token_bucket_size, cfg.image_bucket_size, heads, layers
         )
-        self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(num_image_rel, heads) for _ in range(layers))
 
     # ------------------------------------------------------------------ positions
     def _positions(self, length: int, code: bool) -> Tensor:

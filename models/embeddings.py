@@ -76,6 +76,23 @@ def code_position_ids(code_image_size: int, bucket_size: int) -> Tensor:
     return torch.cat([torch.zeros(1, dtype=torch.long), grid, filler])
 
 
+def register_bucket_buffers(module: nn.Module, token_bucket_size: int, image_bucket_size: int) -> None:
+    """The buffers both encoder and decoder start with: ``version`` and the two bucket tables."""
+    module.register_buffer("version", torch.tensor([3.0]))
+    module.register_buffer("token_rp_bucket", make_token_bucket_position(token_bucket_size))
+    num_image_rel = image_num_rel_distance(image_bucket_size)
+    module.register_buffer("image_rp_bucket", make_image_bucket_position(image_bucket_size, num_image_rel))
+
+
+def relative_tables(
+    token_bucket_size: int, image_bucket_size: int, heads: int, layers: int
+) -> tuple[nn.ModuleList, nn.ModuleList]:
+    """Per-layer relative-position tables: text (2*bucket-1 rows) and image ((2*G-1)^2 + 3 rows), H columns."""
+    token = nn.ModuleList(nn.Embedding(2 * token_bucket_size - 1, heads) for _ in range(layers))
+    image = nn.ModuleList(nn.Embedding(image_num_rel_distance(image_bucket_size), heads) for _ in range(layers))
+    return token, image
+
+
 def new_embedding(num: int, dim: int, padding_idx: int | None = None) -> nn.Embedding:
     """fairseq's ``Embedding``: N(0, dim^-0.5), padding row zeroed (later overridden by BERT init)."""
     emb = nn.Embedding(num, dim, padding_idx=padding_idx)

@@ -19,13 +19,12 @@ from torch import Tensor, nn
 
 from models.config import OFAConfig
 from models.embeddings import (
-    image_num_rel_distance,
     image_position_ids,
-    make_image_bucket_position,
-    make_token_bucket_position,
     new_embedding,
     position_scores,
+    register_bucket_buffers,
     relative_bias,
+    relative_tables,
 )
 from models.layers import EncoderLayer, layer_drop_rates
 from models.resnet import ResNet, norm_layer_for
@@ -63,10 +62,7 @@ class Encoder(nn.Module):
         self.num_heads, self.padding_idx = heads, embed_tokens.padding_idx
         self.embed_scale = 1.0 if cfg.no_scale_embedding else dim**0.5
         # buffers first, in the original's state-dict order
-        self.register_buffer("version", torch.tensor([3.0]))
-        self.register_buffer("token_rp_bucket", make_token_bucket_position(cfg.token_bucket_size))
-        num_image_rel = image_num_rel_distance(cfg.image_bucket_size)
-        self.register_buffer("image_rp_bucket", make_image_bucket_position(cfg.image_bucket_size, num_image_rel))
+        register_bucket_buffers(self, cfg.token_bucket_size, cfg.image_bucket_size)
         self.embed_tokens = embed_tokens
         self.layernorm_embedding = nn.LayerNorm(dim) if cfg.layernorm_embedding else None
         self.type_embedding = new_embedding(2, dim) if cfg.add_type_embedding else None
@@ -84,10 +80,9 @@ class Encoder(nn.Module):
         rates = layer_drop_rates(cfg.encoder_drop_path_rate, layers)
         self.layers = nn.ModuleList(EncoderLayer(cfg, rates[i]) for i in range(layers))
         self.layer_norm = nn.LayerNorm(dim)
-        self.token_rel_pos_table_list = nn.ModuleList(
-            nn.Embedding(2 * cfg.token_bucket_size - 1, heads) for _ in range(layers)
+        self.token_rel_pos_table_list, self.image_rel_pos_table_list = relative_tables(
+            cfg.token_bucket_size, cfg.image_bucket_size, heads, layers
         )
-        self.image_rel_pos_table_list = nn.ModuleList(nn.Embedding(num_image_rel, heads) for _ in range(layers))
 
     # ------------------------------------------------------------------ embeddings
     def _embed_text(self, src_tokens: Tensor) -> Tensor:

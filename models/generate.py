@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from criterions.label_smoothed_ce import parse_constraint_range
+from criterions.label_smoothed_ce import mask_outside_range, parse_constraint_range
 from models.decoder import DecoderState
 from models.search import beam_step, block_repeated_ngrams, sampling_step
 from utils.trie import Trie
@@ -96,11 +96,7 @@ class SequenceGenerator:
     def _mask(self, scores: Tensor, tokens: Tensor, prefix_tokens: Tensor | None) -> Tensor:
         if self.trie is not None:
             scores = scores.masked_fill(~self._allowed(tokens, prefix_tokens), -math.inf)
-        if self.range is not None:
-            start, end = self.range
-            scores[:, 4:start] = -math.inf
-            scores[:, end:] = -math.inf
-        return scores
+        return mask_outside_range(scores, self.range)
 
     def _lprobs(self, model, tokens, enc, state, prefix_tokens) -> Tensor:
         code_masks = torch.full((tokens.size(0),), self.cfg.gen_code, dtype=torch.bool, device=tokens.device)
