@@ -249,31 +249,35 @@ class Trainer:
                 self.metrics.log("train", p.num_updates, stats)
             self.metrics.advance()
             stop = opt.max_update > 0 and p.num_updates >= opt.max_update
-            every = self.cfg.checkpoint.save_interval_updates
-            if stop or (every > 0 and p.num_updates % every == 0):
-                self.checkpoints.save(self.validate_if_due(mid_epoch=True, stopping=stop), end_of_epoch=False)
+            self.validate_and_save(end_of_epoch=False, stopping=stop)
             if stop:
                 return
         p.epoch, p.iterations_in_epoch = p.epoch + 1, 0
-        if (p.epoch - 1) % self.cfg.checkpoint.save_interval == 0 or self._done():
-            self.checkpoints.save(self.validate_if_due(mid_epoch=False), end_of_epoch=True, epoch=p.epoch - 1)
+        self.validate_and_save(end_of_epoch=True, stopping=self._done())
 
-    # ------------------------------------------------------------------ validation
-    def validate_if_due(self, mid_epoch: bool, stopping: bool = False) -> dict[str, float] | None:
-        """fairseq's rule: validate at epoch ends (--validate-interval), every --validate-interval-updates,
-        and when training stops."""
-        common = self.cfg.common
-        if common.disable_validation:
-            return None
-        if stopping:
-            return self.validate()
-        if mid_epoch:
-            every = common.validate_interval_updates
-            if every <= 0 or self.progress.num_updates % every:
-                return None
-        elif (self.progress.epoch - 1) % common.validate_interval:
-            return None
-        return self.validate()
+    # ------------------------------------------------------------------ validation and saving
+    def validate_and_save(self, end_of_epoch: bool, stopping: bool) -> None:
+        """fairseq's rules, decided independently: save at epoch ends (--save-interval), every
+        --save-interval-updates and when stopping; validate at epoch ends (--validate-interval), every
+        --validate-interval-updates, before every save and when stopping."""
+        p, ckpt, common = self.progress, self.cfg.checkpoint, self.cfg.common
+        epoch = p.epoch - 1 if end_of_epoch else p.epoch  # the epoch that just ended, or the current one
+        every_save, every_valid = ckpt.save_interval_updates, common.validate_interval_updates
+        updates_hit = not end_of_epoch and p.num_updates > 0
+        do_save = (
+            (end_of_epoch and epoch % ckpt.save_interval == 0)
+            or stopping
+            or (updates_hit and every_save > 0 and p.num_updates % every_save == 0)
+        )
+        do_validate = not common.disable_validation and (
+            (updates_hit and do_save)
+            or (end_of_epoch and epoch % common.validate_interval == 0)
+            or stopping
+            or (updates_hit and every_valid > 0 and p.num_updates % every_valid == 0)
+        )
+        stats = self.validate() if do_validate else None
+        if do_save:
+            self.checkpoints.save(stats, end_of_epoch=end_of_epoch, epoch=epoch if end_of_epoch else None)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:

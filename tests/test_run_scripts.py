@@ -5,10 +5,11 @@ table written from the reference's hyper-parameter table (OFA_SPEC.md §8, with 
 and §7.4 for the optimisation recipe every script shares), not from the scripts. Evaluation recipes are
 compared with the inference settings of §6.2.
 
-A ``train.py --dry-run`` process costs a torch import (~2.5 CPU-seconds); with ~45 runs that would take
-about a minute on a small machine. So the recipes run with ``PYTHON`` pointing at a recorder that saves
-each command line, and the recorded ``train.py`` / ``evaluate.py`` arguments then go through the same
-``main(argv)`` dry-run path in this process. Two recipes also run end to end with the real interpreter.
+A ``train.py --dry-run`` process costs a torch import (~2.5 CPU-seconds); with ~300 runs (each GLUE recipe
+runs a grid of up to 45 configurations) that would take many minutes on a small machine. So the recipes run
+with ``PYTHON`` pointing at a recorder that saves each command line, and the recorded ``train.py`` /
+``evaluate.py`` arguments then go through the same ``main(argv)`` dry-run path in this process. Three recipes
+also run end to end with the real interpreter.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import os
 import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
+from itertools import product
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -74,7 +76,7 @@ def row(
     schedule: dict[str, Any],
     bs: int,
     uf: int,
-    img: int,
+    img: int | None,
     dp: float,
     dropout: float,
     ls: float | None,
@@ -91,12 +93,13 @@ def row(
         "optimization.lr": lr,
         "optimization.batch_size": bs,
         "optimization.update_freq": uf,
-        "task.patch_image_size": img,
         "model.encoder_drop_path_rate": dp,
         "model.decoder_drop_path_rate": dp,
         "model.dropout": dropout,
         **schedule,
     }
+    if img is not None:  # text-only recipes (GLUE, Gigaword) have no image size
+        expected["task.patch_image_size"] = img
     if ls is not None:
         expected["criterion.label_smoothing"] = ls
     expected.update({key.replace("__", "."): value for key, value in extra.items()})
@@ -131,6 +134,9 @@ CAPTION_S1 = ("caption_data", "caption_stage1_train.tsv", "caption_val.tsv")
 CAPTION_S2 = ("caption_data", "caption_stage2_train.tsv", "caption_val.tsv")
 VQA = ("vqa_data", "vqa_train.tsv", "vqa_val.tsv")
 SNLI_VE = ("snli_ve_data", "snli_ve_train.tsv", "snli_ve_dev.tsv")
+GIGAWORD = ("gigaword_data", "gigaword_train.tsv", "gigaword_dev.tsv")
+IMAGENET = ("imagenet_1k_data", "imagenet_1k_train.tsv", "imagenet_1k_val_subset.tsv")
+IMAGENET_CLASSES = f"{DUMMY['DATASET_ROOT']}/imagenet_1k_data/class2label_new.pkl"
 
 
 def refcoco_data(name: str) -> tuple[str, str, str]:
@@ -185,6 +191,30 @@ REFCOCO_TASK = {
     "task__eval_acc": True,
     "task__eval_args": REFCOCO_EVAL_ARGS,
     "model__freeze_encoder_embedding": False,
+    "checkpoint__best_checkpoint_metric": "score",
+    "checkpoint__maximize_best_checkpoint_metric": True,
+}
+GIGAWORD_TASK = {
+    "task__selected_cols": "0,1",
+    "task__max_src_length": 512,
+    "task__max_tgt_length": 64,
+    "task__noise_ratio": 0.2,
+    "task__eval_rouge": True,
+    "task__eval_args": {"beam": 6, "lenpen": 0.7, "max_len_b": 32, "no_repeat_ngram_size": 3},
+    "checkpoint__best_checkpoint_metric": "rougeL_f1",
+    "checkpoint__maximize_best_checkpoint_metric": True,
+    "common__validate_interval_updates": 2500,
+    "checkpoint__save_interval_updates": 2500,
+}
+IMAGENET_TASK = {
+    "task__selected_cols": "0,2",
+    "task__imagenet_default_mean_and_std": True,
+    "task__ans2label_file": IMAGENET_CLASSES,
+    "task__valid_batch_size": 20,
+    "task__max_src_length": 128,
+    "task__max_tgt_length": 30,
+    "model__freeze_encoder_embedding": True,
+    "model__freeze_decoder_embedding": True,
     "checkpoint__best_checkpoint_metric": "score",
     "checkpoint__maximize_best_checkpoint_metric": True,
 }
@@ -250,8 +280,68 @@ SPEC_TRAIN = {
     "snli_ve/train_snli_ve_base.sh": row(
         "ofa_base", "ofa_base.pt", CE, 5e-5, epochs(5, 0.06), 4, 8, 480, 0.1, 0.1, 0.0, SNLI_VE,
         **SNLI_VE_TASK),
+    "gigaword/train_gigaword.sh": row(
+        "ofa_large", "ofa_large.pt", CE, 1e-4, epochs(6, 0.06), 64, 2, None, 0.1, 0.1, 0.1, GIGAWORD,
+        **GIGAWORD_TASK),
+    "image_classify/train_imagenet_distributed.sh": row(
+        "ofa_large", "ofa_large.pt", CE, 5e-5, updates(160000, 1000), 4, 4, 480, 0.1, 0.1, 0.1, IMAGENET,
+        **IMAGENET_TASK),
 }
 # fmt: on
+
+# GLUE (§8 glue row, §4.5 columns and answers): each recipe runs OFA's grid, max_epoch x lr x update_freq in that
+# loop order, one train.py run per point into <RUNS_DIR>/<task>/<max_epoch>_<lr>_<update_freq>.
+GLUE_MAX_EPOCHS = (5, 7, 10)
+GLUE_LRS = ("1e-4", "7e-5", "6e-5", "5e-5", "3e-5")  # as written in the save folder names
+YES_NO = {"no": 0, "yes": 1}
+# task: (selected cols, per-GPU batch, update_freq grid, best-checkpoint metric, ans2label, validate every N
+# updates). The validation interval is each original script's value: §8 summarises it as 1000, which only
+# mnli and qqp use.
+GLUE = {
+    "cola": ("1,2", 16, (4, 2, 1), "mcc", YES_NO, 10),
+    "mnli": ("0,1,2", 8, (4, 2), "acc", {"maybe": 0, "yes": 1, "no": 2}, 1000),
+    "mrpc": ("0,1,2", 16, (4, 2, 1), "acc", YES_NO, 10),
+    "qnli": ("1,2,3", 8, (4, 2), "acc", YES_NO, 500),
+    "qqp": ("3,4,5", 8, (4, 2), "acc", YES_NO, 1000),
+    "rte": ("1,2,3", 8, (8, 4, 2), "acc", YES_NO, 10),
+    "sst2": ("0,1", 16, (2, 1), "acc", {"negative": 0, "positive": 1}, 50),
+}
+
+
+# fmt: off
+def glue_run(task: str, max_epoch: int, lr: str, update_freq: int) -> dict[str, Any]:
+    cols, bs, _, metric, ans2label, validate_every = GLUE[task]
+    data, schedule = ("glue_data", f"{task}_train.tsv", f"{task}_dev.tsv"), epochs(max_epoch, 0.06)
+    return row(
+        "ofa_large", "ofa_large.pt", CE, float(lr), schedule, bs, update_freq, None, 0.1, 0.1, 0.0, data,
+        task__selected_cols=cols,
+        task__prompt_type="src",
+        task__ans2label_dict=ans2label,
+        task__max_src_length=512,
+        task__max_tgt_length=30,
+        common__fp16_init_scale=16,
+        common__validate_interval=1,
+        common__validate_interval_updates=validate_every,
+        checkpoint__save_interval=100000,
+        checkpoint__save_interval_updates=100000,
+        checkpoint__best_checkpoint_metric=metric,
+        checkpoint__maximize_best_checkpoint_metric=True,
+        checkpoint__save_dir=f"{DUMMY['RUNS_DIR']}/{task}/{max_epoch}_{lr}_{update_freq}",
+    )
+# fmt: on
+
+
+def glue_grid(task: str) -> list[tuple[int, str, int]]:
+    return list(product(GLUE_MAX_EPOCHS, GLUE_LRS, GLUE[task][2]))
+
+
+SPEC_GRID = {f"glue/train_{task}.sh": [glue_run(task, *point) for point in glue_grid(task)] for task in GLUE}
+
+
+def train_runs(script: str) -> list[dict[str, Any]]:
+    """The train.py runs a training recipe makes, in order: one, or a GLUE recipe's whole grid."""
+    return SPEC_GRID[script] if script in SPEC_GRID else [SPEC_TRAIN[script]]
+
 
 # §6.2 inference settings: one dict per evaluate.py run, as dotted paths into its dry-run JSON.
 CAPTION_GEN = {
@@ -374,6 +464,32 @@ SPEC_EVAL = {
     ],
     "snli_ve/evaluate_snli_ve.sh": snli_ve_eval("snli_ve_large_best.pt"),
     "snli_ve/evaluate_snli_ve_base.sh": snli_ve_eval("snli_ve_base_best.pt"),
+    "gigaword/evaluate_gigaword.sh": [
+        {
+            "task": "gigaword",
+            "args.path": f"{DUMMY['CKPT_DIR']}/gigaword_large_best.pt",
+            "args.data": f"{DUMMY['DATASET_ROOT']}/gigaword_data/gigaword_test.tsv",
+            "args.gen_subset": "test",
+            "args.results_path": f"{DUMMY['RESULTS_DIR']}/gigaword",
+            "args.batch_size": 32,
+            "generation.beam": 6,
+            "generation.lenpen": 0.7,
+            "generation.max_len_b": 32,
+            "generation.no_repeat_ngram_size": 3,
+            "task_config.selected_cols": "0,1",
+        }
+    ],
+    "image_classify/evaluate_imagenet.sh": [
+        {
+            "task": "image_classify",
+            "args.path": f"{DUMMY['CKPT_DIR']}/imagenet_1k_large_best.pt",
+            "args.data": f"{DUMMY['DATASET_ROOT']}/imagenet_1k_data/imagenet_1k_val.tsv",
+            "args.gen_subset": "val",
+            "args.batch_size": 8,
+            "task_config.selected_cols": "0,2",
+            "task_config.ans2label_file": IMAGENET_CLASSES,
+        }
+    ],
     "snli_ve/evaluate_snli_ve_zeroshot.sh": [
         {
             "task": "snli_ve",
@@ -507,7 +623,8 @@ def test_shell_syntax(script: str):
 
 
 def test_every_recipe_has_spec_values():
-    assert sorted(SPEC_TRAIN) == TRAIN_SCRIPTS
+    assert not set(SPEC_TRAIN) & set(SPEC_GRID)
+    assert sorted([*SPEC_TRAIN, *SPEC_GRID]) == TRAIN_SCRIPTS
     assert sorted(SPEC_EVAL) == EVAL_SCRIPTS
 
 
@@ -515,9 +632,73 @@ def test_every_recipe_has_spec_values():
 def test_training_recipe_matches_spec(script: str, train_cli: ModuleType, tmp_path: Path):
     proc, calls = run_recorded(tmp_path, script, "--dry-run")
     assert proc.returncode == 0, proc.stderr
-    assert len(calls) == 1, f"{script} should make exactly one train.py call, made {len(calls)}"
-    config = resolve(train_cli, script, calls[0], "train.py")
-    check(config, {**COMMON, **SPEC_TRAIN[script]}, script)
+    expected = train_runs(script)
+    assert len(calls) == len(expected), f"{script}: {len(calls)} train.py runs, expected {len(expected)}"
+    for argv, want in zip(calls, expected, strict=True):
+        config = resolve(train_cli, script, argv, "train.py")
+        check(config, {**COMMON, **want}, script)
+
+
+def grid_points(configs: list[dict[str, Any]]) -> list[tuple[int, float, int]]:
+    return [
+        (c["optimization"]["max_epoch"], c["optimization"]["lr"], c["optimization"]["update_freq"]) for c in configs
+    ]
+
+
+@pytest.mark.parametrize("task", sorted(GLUE))
+def test_glue_recipe_runs_the_spec_grid(task: str, train_cli: ModuleType, tmp_path: Path):
+    """§8: max_epoch {5,7,10} x lr {1e-4,7e-5,6e-5,5e-5,3e-5} x the task's update_freq grid, each point once, each
+    into its own folder; batch size, warm-up, regularisation and lengths the same at every point."""
+    script = f"glue/train_{task}.sh"
+    proc, calls = run_recorded(tmp_path, script, "--dry-run")
+    assert proc.returncode == 0, proc.stderr
+    configs = [resolve(train_cli, script, argv, "train.py") for argv in calls]
+    spec_grid = [(e, float(lr), uf) for e, lr, uf in glue_grid(task)]
+    assert grid_points(configs) == spec_grid
+    assert len(set(spec_grid)) == len(GLUE_MAX_EPOCHS) * len(GLUE_LRS) * len(GLUE[task][2])
+    assert len({c["checkpoint"]["save_dir"] for c in configs}) == len(configs)
+    fixed = {
+        "optimization.batch_size": GLUE[task][1],
+        "optimization.warmup_ratio": 0.06,
+        "model.encoder_drop_path_rate": 0.1,
+        "model.decoder_drop_path_rate": 0.1,
+        "model.resnet_drop_path_rate": 0.0,
+        "model.dropout": 0.1,
+        "model.attention_dropout": 0.0,
+        "criterion.label_smoothing": 0.0,
+        "task.max_src_length": 512,
+        "task.max_tgt_length": 30,
+        "task.prompt_type": "src",
+    }
+    for config in configs:
+        check(config, fixed, script)
+
+
+@pytest.mark.parametrize(
+    ("env", "points"),
+    [
+        ({"LR": "6e-5", "MAX_EPOCH": "10", "UPDATE_FREQ": "1"}, [(10, "6e-5", 1)]),
+        (
+            {"LR": "3e-5", "MAX_EPOCH": "5 7"},
+            [(5, "3e-5", 4), (5, "3e-5", 2), (5, "3e-5", 1), (7, "3e-5", 4), (7, "3e-5", 2), (7, "3e-5", 1)],
+        ),
+    ],
+)
+def test_glue_grid_axes_from_environment(env: dict[str, str], points: list, train_cli: ModuleType, tmp_path: Path):
+    proc, calls = run_recorded(tmp_path, "glue/train_mrpc.sh", "--dry-run", **env)
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == len(points)
+    for argv, point in zip(calls, points, strict=True):
+        config = resolve(train_cli, "glue/train_mrpc.sh", argv, "train.py")
+        check(config, {**COMMON, **glue_run("mrpc", *point)}, "glue/train_mrpc.sh")
+
+
+def test_glue_save_dir_is_the_grid_root(tmp_path: Path):
+    proc, calls = run_recorded(tmp_path, "glue/train_rte.sh", "--dry-run", SAVE_DIR="/o/rte", LR="1e-4", MAX_EPOCH="5")
+    assert proc.returncode == 0, proc.stderr
+    assert [[a for a in argv if a.startswith("--save-dir=")] for argv in calls] == [
+        [f"--save-dir=/o/rte/5_1e-4_{uf}"] for uf in (8, 4, 2)
+    ]
 
 
 @pytest.mark.parametrize("script", EVAL_SCRIPTS)
@@ -626,3 +807,22 @@ def test_real_dry_runs_end_to_end():
     assert (train["arch"], train["optimization"]["lr"]) == ("ofa_large", 1e-5)
     evaluation = json.loads(results["caption/evaluate_caption.sh"].stdout)
     assert evaluation["generation"]["beam"] == 5
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="bash is not installed")
+def test_real_glue_dry_run_prints_one_config_per_grid_point():
+    env = {k: v for k, v in base_env(MAX_EPOCH="5", LR="3e-5").items() if k != "PYTHON"}
+    cmd = ["bash", str(RUN_SCRIPTS / "glue/train_sst2.sh"), "--dry-run"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    if proc.returncode != 0:
+        reason = not_there_yet(proc.stderr, "train.py")
+        if reason:
+            pytest.skip(f"glue/train_sst2.sh: not runnable yet: {reason}")
+        pytest.fail(f"glue/train_sst2.sh --dry-run exited {proc.returncode}:\n{proc.stderr[-3000:]}")
+    decoder, text, configs = json.JSONDecoder(), proc.stdout.strip(), []
+    while text:
+        config, end = decoder.raw_decode(text)
+        configs.append(config)
+        text = text[end:].lstrip()
+    assert grid_points(configs) == [(5, 3e-5, 2), (5, 3e-5, 1)]
+    assert [c["task_name"] for c in configs] == ["sst2", "sst2"]

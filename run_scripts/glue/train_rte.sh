@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# RTE finetuning of OFA-Large (spec §4.5, §8, glue/train_rte.sh):
+# can text 1 imply text 2? (yes/no).
+# Runs OFA's grid max_epoch {5,7,10} x lr {1e-4,7e-5,6e-5,5e-5,3e-5} x update_freq {8,4,2}, one train.py run
+# per point; the settings every GLUE recipe shares are in glue_common.sh.
+# Global batch = 8 per GPU x update-freq x GPUs (OFA: 2 GPUs). Dev validation every 10 updates and at
+# each epoch end; best-checkpoint metric acc.
+#   MAX_EPOCH, LR, UPDATE_FREQ  one value each (or a space-separated subset) instead of that axis of the grid
+#   DATA_DIR      GLUE TSVs                 (default $DATASET_ROOT/glue_data)
+#   DATA          train,valid TSVs          (default rte_train.tsv,rte_dev.tsv)
+#   RESTORE_FILE  initial weights           (default $CKPT_DIR/ofa_large.pt)
+#   SAVE_DIR      folder of the grid's runs (default $RUNS_DIR/rte; one <max_epoch>_<lr>_<update_freq>/ each)
+# Usage: [ENV=...] bash train_rte.sh [--dry-run] [extra train.py flags]
+source "$(dirname "${BASH_SOURCE[0]}")/glue_common.sh"
+ofa_parse_args "$@"
+
+glue_grid rte "8 4 2" --selected-cols=1,2,3 --batch-size=8 \
+  --best-checkpoint-metric=acc --validate-interval-updates=10
