@@ -14,6 +14,8 @@ import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
+from utils.metrics.cider import paired_inputs
+
 _TINY = 1e-15  # added to the numerators
 _SMALL = 1e-9  # added to the denominators
 
@@ -80,19 +82,10 @@ def bleu(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if not res:
-        raise ValueError("res is empty: nothing to score")
     per_item: list[list[float]] = [[] for _ in range(n)]
     total = _Stats(0, 0, [0] * n, [0] * n)
-    for key, hyp in res.items():
-        if isinstance(hyp, str) or len(hyp) != 1:
-            raise ValueError(f"res[{key!r}] must be a one-element list holding the candidate sentence")
-        if key not in gts:
-            raise KeyError(f"id {key!r} of res has no references in gts")
-        refs = gts[key]
-        if isinstance(refs, str) or len(refs) == 0:
-            raise ValueError(f"gts[{key!r}] must be a non-empty list of reference sentences")
-        stats = _stats(hyp[0], refs, n)
+    for hyp, refs in paired_inputs(gts, res):
+        stats = _stats(hyp, refs, n)
         for k, score in enumerate(_cumulative_bleu(stats.correct, stats.guess, stats.hyp_len, stats.ref_len)):
             per_item[k].append(score)
         total.hyp_len += stats.hyp_len

@@ -173,7 +173,7 @@ class CiderD:
         ``res`` maps each id to a one-element list holding the candidate; ``gts`` maps it to its reference
         sentences (ids of ``gts`` absent from ``res`` are ignored). Sentences are already tokenised.
         """
-        pairs = _paired(gts, res)
+        pairs = paired_inputs(gts, res)
         cooked = [(ngram_counts(hyp, self.n), [ngram_counts(r, self.n) for r in refs]) for hyp, refs in pairs]
         if self._freqs is None:
             freqs: Mapping[NGram, float] = _cooked_frequencies(refs for _, refs in cooked)
@@ -204,7 +204,9 @@ def _cooked_frequencies(groups: Iterable[list[dict[NGram, int]]]) -> dict[NGram,
     return freqs
 
 
-def _paired(gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, Sequence[str]]) -> list[tuple[str, list]]:
+def paired_inputs(
+    gts: Mapping[Hashable, Sequence[str]], res: Mapping[Hashable, Sequence[str]]
+) -> list[tuple[str, list]]:
     """(candidate, references) for each id of ``res``, checking the shapes pycocoevalcap asserts."""
     if not res:
         raise ValueError("res is empty: nothing to score")
