@@ -2,8 +2,10 @@
 
 ``python demo.py [--out demo_output] [--quick]`` runs offline on a CPU:
 
-1. writes the shapes-world TSVs (caption, vqa_gen, refcoco) and trains a small byte-level BPE tokenizer on
-   their texts (no GPT-2 BPE files needed);
+1. writes the shapes-world TSVs (caption, vqa_gen, refcoco), adds six real photographs from scikit-image's
+   bundled sample images with hand-written annotations (``data/photos.py``; licences in
+   ``OUT/data/PHOTO_LICENSES.txt``) and trains a small byte-level BPE tokenizer on their texts (no GPT-2 BPE
+   files needed);
 2. for each task evaluates a freshly initialised ``ofa_test`` model on the test split (``evaluate.main``),
    trains it from scratch with ``train.main`` (progress bar, TensorBoard logs in ``OUT/tensorboard``) and
    evaluates it again (CIDEr, VQA accuracy, Acc@0.5);
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pickle
 import sys
 import time
 from collections.abc import Sequence
@@ -26,8 +29,9 @@ from PIL import Image, ImageDraw
 
 import evaluate
 import train
+from data import photos
 from data.images import decode_base64_image
-from data.shapes import SELECTED_COLS, read_tsv, write_dataset
+from data.shapes import SELECTED_COLS, all_answers, read_tsv, write_dataset
 from data.tokenizer import train_tokenizer_json
 from models import build_model, save_pretrained
 from tasks import TASKS
@@ -48,14 +52,34 @@ class Settings:
     lr: float = 1e-3
     vocab_size: int = 300
     eval_batch_size: int = 16
+    photo_copies: int = 8  # each real photo appears this many times in the training split (once in test)
+    photo_size: int = 96  # longer side of the stored photos
 
 
-QUICK = Settings(n_train=4, n_test=2, updates={"caption": 2, "vqa_gen": 2, "refcoco": 2}, batch_size=4)
+QUICK = Settings(n_train=4, n_test=2, updates={"caption": 2, "vqa_gen": 2, "refcoco": 2}, batch_size=4, photo_copies=1)
+PHOTO_IDS = {"train": 100_000, "test": 200_000}  # first row id of the photos in each split
+
+
+def add_photos(paths: dict, cfg: Settings) -> None:
+    """Append the real photographs to every task's train/test TSV, their answers to ``ans2label.pkl`` and their
+    texts to the tokenizer corpus, and record their licences next to the data."""
+    for split, first in PHOTO_IDS.items():
+        rows = photos.photo_rows(first, cfg.photo_size, cfg.photo_copies if split == "train" else 1)
+        for task, lines in rows.items():
+            with open(paths[split][task], "a", encoding="utf-8") as f:
+                f.write("\n".join(lines) + "\n")
+    answers = all_answers() + [a for a in dict.fromkeys(p.answer for p in photos.PHOTOS) if a not in all_answers()]
+    with open(paths["ans2label"], "wb") as f:
+        pickle.dump({a: i for i, a in enumerate(answers)}, f)
+    with open(paths["texts"], "a", encoding="utf-8") as f:
+        f.write("\n".join(photos.all_texts()) + "\n")
+    paths["licenses"] = photos.write_licenses(paths["texts"].parent)
 
 
 def build_data(out: Path, cfg: Settings, seed: int) -> dict:
-    """Write the shapes-world dataset and train the tokenizer; returns the dataset paths plus ``tokenizer``."""
+    """Write the shapes world plus the real photographs and train the tokenizer; returns the dataset paths."""
     paths = write_dataset(out / "data", n_train=cfg.n_train, n_test=cfg.n_test, seed=seed, size=64)
+    add_photos(paths, cfg)
     paths["tokenizer"] = train_tokenizer_json([paths["texts"]], out / "data" / "tokenizer.json", cfg.vocab_size)
     return paths
 
@@ -138,37 +162,58 @@ def majority_rate(test_tsv: Path) -> float:
     return max(answers.count(a) for a in set(answers)) / len(answers)
 
 
+def _pred_id(task: str, pred: dict) -> str:
+    return str(pred[{"caption": "image_id", "vqa_gen": "question_id", "refcoco": "uniq_id"}[task]])
+
+
+def _is_photo(row_id: str) -> bool:
+    return int(row_id) >= PHOTO_IDS["test"]
+
+
+def pick_predictions(task: str, result: dict, shapes: int = 3) -> list[dict]:
+    """The first ``shapes`` shapes-world predictions followed by every photo's prediction."""
+    preds = result["predictions"]
+    return [p for p in preds if not _is_photo(_pred_id(task, p))][:shapes] + [
+        p for p in preds if _is_photo(_pred_id(task, p))
+    ]
+
+
+def sample_line(task: str, pred: dict, row: list[str]) -> str:
+    """One readable "input -> prediction (truth)" line."""
+    if task == "caption":
+        return f"image {row[0]}: {pred['caption']!r}  (truth: {row[2]!r})"
+    if task == "vqa_gen":
+        return f"{row[2]} -> {pred['answer']!r}  (truth: {row[3].split('|!+')[1]!r})"
+    box = ",".join(f"{v:.0f}" for v in pred["box"])
+    truth = [float(v) for v in row[3].split(",")]
+    return f"{row[2]!r} -> box {box}  (truth: {row[3]}, IoU {iou(pred['box'], truth):.2f})"
+
+
 def samples(task: str, result: dict, test_tsv: Path, count: int = 3) -> list[str]:
-    """``count`` readable "input -> prediction (truth)" lines for one task."""
+    """Readable prediction lines: ``count`` shapes-world images, then the real photographs (marked)."""
     rows = {row[0]: row for row in read_tsv(test_tsv)}
     lines = []
-    for pred in result["predictions"][:count]:
-        if task == "caption":
-            lines.append(f"image {pred['image_id']}: {pred['caption']!r}  (truth: {rows[str(pred['image_id'])][2]!r})")
-        elif task == "vqa_gen":
-            row = rows[str(pred["question_id"])]
-            lines.append(f"{row[2]} -> {pred['answer']!r}  (truth: {row[3].split('|!+')[1]!r})")
-        else:
-            row = rows[str(pred["uniq_id"])]
-            box = ",".join(f"{v:.0f}" for v in pred["box"])
-            truth = [float(v) for v in row[3].split(",")]
-            lines.append(f"{row[2]!r} -> box {box}  (truth: {row[3]}, IoU {iou(pred['box'], truth):.2f})")
+    for pred in pick_predictions(task, result, count):
+        row = rows[_pred_id(task, pred)]
+        lines.append(("[photo] " if _is_photo(row[0]) else "") + sample_line(task, pred, row))
     return lines
 
 
-def draw_grounding(result: dict, test_tsv: Path, path: Path, count: int = 6, scale: int = 4) -> Path:
-    """A strip of test images with the true (green) and predicted (red) boxes, upscaled ``scale`` times."""
+def draw_grounding(result: dict, test_tsv: Path, path: Path, count: int = 4, size: int = 192) -> Path:
+    """Test images (``count`` shapes-world ones, then the photos) resized to ``size`` x ``size`` with the true
+    (green) and predicted (red) boxes."""
     rows = {row[0]: row for row in read_tsv(test_tsv)}
-    preds = result["predictions"][:count]
-    size = 64 * scale
+    preds = pick_predictions("refcoco", result, count)
     canvas = Image.new("RGB", (max(1, len(preds)) * (size + 4), size), "white")
     for i, pred in enumerate(preds):
         row = rows[str(pred["uniq_id"])]
-        image = decode_base64_image(row[4]).resize((size, size), Image.NEAREST)
+        image = decode_base64_image(row[4])
+        sx, sy = size / image.width, size / image.height
+        image = image.resize((size, size), Image.NEAREST if image.width <= 64 else Image.BICUBIC)
         draw = ImageDraw.Draw(image)
-        truth = [float(v) * scale for v in row[3].split(",")]
-        draw.rectangle(truth, outline=(0, 200, 0), width=3)
-        draw.rectangle([max(0.0, float(v)) * scale for v in pred["box"]], outline=(255, 0, 0), width=2)
+        for box, color, width in ((row[3].split(","), (0, 200, 0), 3), (pred["box"], (255, 0, 0), 2)):
+            x0, y0, x1, y1 = (max(0.0, float(v)) for v in box)
+            draw.rectangle([x0 * sx, y0 * sy, x1 * sx, y1 * sy], outline=color, width=width)
         canvas.paste(image, (i * (size + 4), 0))
     canvas.save(path)
     return path
@@ -186,6 +231,7 @@ def report(results: dict, paths: dict, total: float) -> str:
     for task, res in results.items():
         lines += ["", f"{task} samples (after training):"]
         lines += ["  " + s for s in samples(task, res, paths["test"][task])]
+    lines += ["", "([photo]: scikit-image sample photographs, also seen in training; see data/PHOTO_LICENSES.txt)"]
     lines += ["", f"total time {total / 60:.1f} min; outputs under {paths['out']}", "=" * 72]
     return "\n".join(lines)
 
