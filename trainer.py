@@ -18,7 +18,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from criterions import reduce_logs
-from data.loading import SkippingCollater, SkippingDataset, check_bad_rows
+from data.loading import SkippingCollater, SkippingDataset, check_bad_rows, pop_bad_rows
 from data.tsv import epoch_batches
 from utils import distributed
 from utils.checkpoint_manager import CheckpointManager
@@ -236,7 +236,7 @@ class Trainer:
         for done_updates, group in enumerate(groups, start=1):
             samples = [next(stream) for _ in group]
             for s in samples:
-                p.bad_rows += len(s.pop("bad_rows", []))
+                p.bad_rows += len(pop_bad_rows(s))
             check_bad_rows(p.bad_rows, self.cfg.common.skip_bad_rows)
             stats = self.train_step(samples)
             p.iterations_in_epoch += len(group)
@@ -288,7 +288,7 @@ class Trainer:
                 torch.manual_seed(self.cfg.common.fixed_validation_seed)
             logs = []
             for sample in self.loader(dataset, batches):
-                sample.pop("bad_rows", None)
+                pop_bad_rows(sample)
                 if sample:
                     _, _, log = self.task.valid_step(self.model, self.criterion, move_to(sample, self.info.device))
                     logs.append(log)

@@ -83,7 +83,8 @@ def reduce_logs(logs: Iterable[Mapping[str, Any]], *, base2: bool = False) -> di
     ``n_correct``, ``total``, ...). Then, as in OFA's ``reduce_metrics`` (natural log, the default):
     ``loss = sum(loss) / sample_size``, ``nll_loss = sum(nll_loss) / sample_size``, ``ppl = 2 ** nll_loss``;
     for pretraining batches ``loss_v1/v2 = sum(loss_v1/v2) / max(sample_size_v1/v2, 1)``; with
-    ``report_accuracy`` ``accuracy = 100 * n_correct / total``.
+    ``report_accuracy`` ``accuracy = 100 * n_correct / total``. The pair entries are left out when both pair
+    sample sizes are 0, and ``n_correct``/``total`` when ``total`` is 0 (the trainer sums them as zeros).
     With ``base2=True`` (stock fairseq): ``loss = sum(loss) / sample_size / ln 2`` and
     ``nll_loss = sum(nll_loss) / ntokens / ln 2`` (bits), ``ppl = 2 ** nll_loss``.
     """
@@ -98,11 +99,18 @@ def reduce_logs(logs: Iterable[Mapping[str, Any]], *, base2: bool = False) -> di
         out["ppl"] = 2.0 ** out["nll_loss"]
     except OverflowError:
         out["ppl"] = float("inf")
-    for part in ("v1", "v2"):
-        if f"loss_{part}" in out:
-            out[f"loss_{part}"] /= max(out.get(f"sample_size_{part}", 0.0), 1.0) * scale
+    if out.get("sample_size_v1", 0.0) or out.get("sample_size_v2", 0.0):
+        for part in ("v1", "v2"):
+            if f"loss_{part}" in out:
+                out[f"loss_{part}"] /= max(out.get(f"sample_size_{part}", 0.0), 1.0) * scale
+    else:  # no pretraining pair among the logs (the trainer sums these keys as zeros for every criterion)
+        for key in ("loss_v1", "loss_v2", "sample_size_v1", "sample_size_v2"):
+            out.pop(key, None)
     if out.get("total", 0.0) > 0:
         out["accuracy"] = 100.0 * out.get("n_correct", 0.0) / out["total"]
+    else:
+        out.pop("n_correct", None)
+        out.pop("total", None)
     if "score" in out:  # SCST: summed CIDEr of the hypotheses, logged per hypothesis as OFA does
         out["score"] = _ratio(out["score"], out["nsentences"])
     return out

@@ -88,6 +88,11 @@ def mask_outside_range(logits: Tensor, constraint_range: tuple[int, int] | None)
 
 @CRITERIONS.register("adjust_label_smoothed_cross_entropy", LabelSmoothedCEConfig)
 class AdjustLabelSmoothedCrossEntropy(nn.Module):
+    # the logging values the trainer sums over micro-batches and ranks (``reduce_logs`` leaves out the pair and
+    # accuracy entries of runs that have none)
+    log_keys = ("loss", "nll_loss", "ntokens", "nsentences", "sample_size")
+    log_keys += ("loss_v1", "loss_v2", "sample_size_v1", "sample_size_v2", "n_correct", "total")
+
     def __init__(self, cfg: LabelSmoothedCEConfig, padding_idx: int = 1, eos_idx: int = 2):
         super().__init__()
         self.cfg, self.padding_idx, self.eos_idx = cfg, padding_idx, eos_idx

@@ -2,7 +2,8 @@
 
 Without ``--skip-bad-rows`` a malformed row stops the run with an error naming its file and line. With
 ``--skip-bad-rows N`` such rows are dropped from their batch, reported in the batch as ``bad_rows`` (so the
-trainer can count them across workers) and the run stops once more than N were skipped.
+trainer can count them across workers) and the run stops once more than N were skipped. A batch that is a list
+of batches (pretraining's ``[v1, v2]``) carries the report in its first part; ``pop_bad_rows`` takes it out.
 """
 
 from __future__ import annotations
@@ -41,11 +42,18 @@ class SkippingCollater:
     def __init__(self, collate: Callable[[list], dict]):
         self.collate = collate
 
-    def __call__(self, samples: list) -> dict:
+    def __call__(self, samples: list) -> dict | list:
         good = [s for s in samples if not (isinstance(s, dict) and _BAD in s)]
         batch = self.collate(good) if good else {}
-        batch["bad_rows"] = [s[_BAD] for s in samples if isinstance(s, dict) and _BAD in s]
+        head = batch[0] if isinstance(batch, list) else batch
+        head["bad_rows"] = [s[_BAD] for s in samples if isinstance(s, dict) and _BAD in s]
         return batch
+
+
+def pop_bad_rows(batch: dict | list) -> list[str]:
+    """Remove and return the skipped rows' reports from a collated batch (a dict or a list of dicts)."""
+    head = batch[0] if isinstance(batch, list) else batch
+    return head.pop("bad_rows", [])
 
 
 def check_bad_rows(count: int, limit: int) -> None:

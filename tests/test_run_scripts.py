@@ -34,6 +34,7 @@ RUN_SCRIPTS = REPO / "run_scripts"
 ALL_SCRIPTS = sorted(p.relative_to(RUN_SCRIPTS).as_posix() for p in RUN_SCRIPTS.rglob("*.sh"))
 TRAIN_SCRIPTS = [s for s in ALL_SCRIPTS if Path(s).name.startswith("train_")]
 EVAL_SCRIPTS = [s for s in ALL_SCRIPTS if Path(s).name.startswith("evaluate_")]
+PRETRAIN_SCRIPTS = [s for s in ALL_SCRIPTS if Path(s).name.startswith("pretrain_")]
 
 DUMMY = {
     "DATASET_ROOT": "/dummy/dataset",
@@ -338,6 +339,34 @@ def glue_grid(task: str) -> list[tuple[int, str, int]]:
 SPEC_GRID = {f"glue/train_{task}.sh": [glue_run(task, *point) for point in glue_grid(task)] for task in GLUE}
 
 
+# §8 pretraining rows (§4.9 for the inputs): one recipe for both sizes. Unlike the finetuning recipes (§7.4)
+# they clip at 5.0, use an fp16 loss-scale window of 128, never validate and keep the last 15 epoch checkpoints.
+def pretrain(arch: str) -> dict[str, Any]:
+    data = f"{DUMMY['DATASET_ROOT']}/pretrain_data"
+    return {
+        "arch": arch, "task_name": "unify_task", "criterion_name": CE,
+        "task.data": f"{data}/vision_language_examples.tsv", "task.text_data": f"{data}/text_examples.tsv",
+        "task.image_data": f"{data}/image_examples.tsv", "task.detection_data": f"{data}/detection_examples.tsv",
+        "task.neg_sample_dir": f"{data}/negative_sample", "task.selected_cols": "0,1,2,3,4,5,6,7",
+        "task.text_selected_cols": "0,1", "task.image_selected_cols": "0,1,2", "task.detection_selected_cols": "0,1,2",
+        "task.patch_image_size": 384, "task.max_image_size": 512, "task.max_src_length": 80,
+        "task.max_tgt_length": 30, "task.num_bins": 1000, "task.bpe_dir": DUMMY["BPE_DIR"],
+        "criterion.label_smoothing": 0.0, "criterion.sample_patch_num": 196,
+        "optimization.lr": 1e-4, **epochs(50, 0.01), "optimization.batch_size": 4, "optimization.update_freq": 1,
+        "optimization.clip_norm": 5.0, "optimization.optimizer": "adam", "optimization.adam_betas": [0.9, 0.999],
+        "optimization.adam_eps": 1e-8, "optimization.weight_decay": 0.01,
+        "optimization.lr_scheduler": "polynomial_decay", "optimization.power": 1.0,
+        "model.encoder_drop_path_rate": 0.1, "model.decoder_drop_path_rate": 0.1,
+        "model.resnet_drop_path_rate": 0.0, "model.dropout": 0.1, "model.attention_dropout": 0.0,
+        "common.fp16_scale_window": 128, "common.disable_validation": True, "common.fixed_validation_seed": 7,
+        "common.log_interval": 10, "common.num_workers": 0, "common.bf16": True, "common.fp16": False,
+        "checkpoint.save_interval": 1, "checkpoint.save_interval_updates": 6000, "checkpoint.keep_last_epochs": 15,
+    }  # fmt: skip
+
+
+SPEC_PRETRAIN = {f"pretraining/pretrain_{arch}.sh": pretrain(arch) for arch in ("ofa_base", "ofa_large")}
+
+
 def train_runs(script: str) -> list[dict[str, Any]]:
     """The train.py runs a training recipe makes, in order: one, or a GLUE recipe's whole grid."""
     return SPEC_GRID[script] if script in SPEC_GRID else [SPEC_TRAIN[script]]
@@ -626,6 +655,42 @@ def test_every_recipe_has_spec_values():
     assert not set(SPEC_TRAIN) & set(SPEC_GRID)
     assert sorted([*SPEC_TRAIN, *SPEC_GRID]) == TRAIN_SCRIPTS
     assert sorted(SPEC_EVAL) == EVAL_SCRIPTS
+    assert sorted(SPEC_PRETRAIN) == PRETRAIN_SCRIPTS
+
+
+@pytest.mark.parametrize("start", ["released", "scratch", "resume"])
+@pytest.mark.parametrize("script", PRETRAIN_SCRIPTS)
+def test_pretraining_recipe_matches_spec(script: str, start: str, train_cli: ModuleType, tmp_path: Path):
+    """§8 pretraining rows. The run continues from the released checkpoint when it is there (OFA's default, weights
+    only), starts from scratch when it is not, and first of all resumes its own checkpoint_last.pt; a log line
+    says which."""
+    arch = Path(script).stem.removeprefix("pretrain_")
+    ckpt_dir, save_dir = tmp_path / "ckpt", tmp_path / "run"
+    ckpt_dir.mkdir()
+    save_dir.mkdir()
+    released = ckpt_dir / f"{arch}.pt"
+    if start != "scratch":
+        released.write_bytes(b"")
+    if start == "resume":
+        (save_dir / "checkpoint_last.pt").write_bytes(b"")
+    proc, calls = run_recorded(tmp_path, script, "--dry-run", CKPT_DIR=str(ckpt_dir), SAVE_DIR=str(save_dir))
+    assert proc.returncode == 0, proc.stderr
+    assert len(calls) == 1
+    config = resolve(train_cli, script, calls[0], "train.py")
+    init = start == "released"
+    expected = {
+        **SPEC_PRETRAIN[script],
+        "checkpoint.save_dir": str(save_dir),
+        "checkpoint.restore_file": str(released) if init else "checkpoint_last.pt",
+        **{f"checkpoint.reset_{part}": init for part in ("optimizer", "dataloader", "meters")},
+    }
+    check(config, expected, script)
+    said = {
+        "released": f"continuing from the released checkpoint {released}",
+        "scratch": f"{released} not found: pretraining from scratch",
+        "resume": f"resuming {save_dir / 'checkpoint_last.pt'}",
+    }
+    assert said[start] in proc.stderr
 
 
 @pytest.mark.parametrize("script", TRAIN_SCRIPTS)
