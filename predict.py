@@ -5,11 +5,14 @@
     python predict.py --path CKPT --task ground img.jpg --text "the man on the left" --draw box.png
     python predict.py --path CKPT --task summarize "article text ..."
     python predict.py --path CKPT --task vqa --requests requests.jsonl --output answers.jsonl
+    python predict.py generate-image "a red bus" --path CKPT --out gen/ --num-samples 8 --seed 42
+        --vqgan-model-path vqgan/last.ckpt --vqgan-config-path vqgan/model.yaml [--clip-model-path ViT-B-16.pt]
 
-INPUTS are image files, folders (their image files, sorted) or glob patterns; for ``summarize`` they are the
-texts. ``--requests`` reads JSONL requests (``{"image": ..., "question": ...}``, ``{"image": ..., "text": ...}``,
-``{"text": ...}``). Errors (missing/unreadable image, unknown task, missing question/text) are one line on
-stderr and exit code 2.
+The task may also come first, as a subcommand (``predict.py caption img.jpg --path CKPT``). INPUTS are image
+files, folders (their image files, sorted) or glob patterns; for ``summarize`` and ``generate-image`` they are
+the texts. ``--requests`` reads JSONL requests (``{"image": ..., "question": ...}``, ``{"image": ..., "text":
+...}``, ``{"text": ...}``). Errors (missing/unreadable image, unknown task, missing question/text) are one line
+on stderr and exit code 2.
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-CLI_TASKS = ("caption", "vqa", "ground", "classify", "summarize")
+CLI_TASKS = ("caption", "vqa", "ground", "classify", "summarize", "generate-image")
+TEXT_TASKS = ("summarize", "generate-image")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
-RESULT_KEY = {"caption": "caption", "vqa": "answer", "classify": "answer", "summarize": "summary"}
+RESULT_KEY = {"caption": "caption", "vqa": "answer", "classify": "answer", "summarize": "summary"}  # str results
 
 
 class UsageError(Exception):
@@ -55,6 +59,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema", action="store_true", help="use the checkpoint's EMA weights")
     p.add_argument("--beam", type=int, help="beam size (default: the task's recipe)")
     p.add_argument("--draw", help="ground: PNG with the box drawn (several images: NAME_{i}.png)")
+    g = p.add_argument_group("generate-image")
+    g.add_argument("--out", help="folder for the images (all_results/ best first, top1/)")
+    g.add_argument("--num-samples", type=int, default=24, help="images sampled per text (recipe: 24)")
+    g.add_argument("--seed", type=int, default=42, help="sampling seed (recipe: 42)")
+    g.add_argument("--sampling-topk", type=int, default=256)
+    g.add_argument("--vqgan-model-path", help="taming VQGAN last.ckpt")
+    g.add_argument("--vqgan-config-path", help="taming VQGAN model.yaml")
+    g.add_argument("--clip-model-path", help="OpenAI-format CLIP ViT-B/16 for reranking (optional)")
     return p
 
 
@@ -97,7 +109,7 @@ def read_requests(path: str) -> list[dict[str, Any]]:
 
 def collect_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every request as a dict (``image`` / ``question`` / ``text``), checked for the task's required fields."""
-    if args.task == "summarize":
+    if args.task in TEXT_TASKS:
         requests = [{"text": t} for t in [*args.inputs, *([args.text] if args.text else [])]]
     else:
         requests = [{"image": p, "question": args.question, "text": args.text} for p in expand_inputs(args.inputs)]
@@ -105,12 +117,12 @@ def collect_requests(args: argparse.Namespace) -> list[dict[str, Any]]:
         requests += read_requests(args.requests)
     if not requests:
         raise UsageError("no inputs: give image files/folders/globs, texts or --requests")
-    needed = {"vqa": "question", "ground": "text", "summarize": "text"}.get(args.task)
+    needed = {"vqa": "question", "ground": "text", "summarize": "text", "generate-image": "text"}.get(args.task)
     flag = {"question": "--question", "text": "--text"}
     for request in requests:
         if needed and not request.get(needed):
             raise UsageError(f"{args.task} needs {flag[needed]} (or a {needed!r} in each --requests line)")
-        if args.task != "summarize" and not request.get("image"):
+        if args.task not in TEXT_TASKS and not request.get("image"):
             raise UsageError(f"{args.task} needs an image for every request")
     return requests
 
@@ -144,6 +156,12 @@ def predict(args: argparse.Namespace, requests: list[dict[str, Any]], images: li
         results = predictor.ground(images, [r["text"] for r in requests], beam=args.beam)
     elif task == "classify":
         results = predictor.classify(images)
+    elif task == "generate-image":
+        results = predictor.generate_images(
+            [r["text"] for r in requests], args.out, vqgan_model_path=args.vqgan_model_path,
+            vqgan_config_path=args.vqgan_config_path, clip_model_path=args.clip_model_path,
+            num_samples=args.num_samples, seed=args.seed, sampling_topk=args.sampling_topk,
+        )  # fmt: skip
     else:
         results = predictor.summarize([r["text"] for r in requests], beam=args.beam)
     records = []
@@ -172,8 +190,29 @@ def draw_boxes(target: str, images: list[Any], records: list[dict[str, Any]]) ->
     return written
 
 
+def check_generate_image(args: argparse.Namespace) -> None:
+    """generate-image needs --out and both VQGAN files (they turn codes into pixels); the others must not use them."""
+    if args.task != "generate-image":
+        if args.out or args.vqgan_model_path or args.clip_model_path:
+            raise UsageError("--out / --vqgan-* / --clip-model-path are only for generate-image")
+        return
+    for flag, value in (("--out", args.out), ("--vqgan-model-path", args.vqgan_model_path),
+                        ("--vqgan-config-path", args.vqgan_config_path)):  # fmt: skip
+        if not value:
+            raise UsageError(f"generate-image needs {flag}")
+    for flag, value in (("--vqgan-model-path", args.vqgan_model_path), ("--vqgan-config-path", args.vqgan_config_path),
+                        ("--clip-model-path", args.clip_model_path)):  # fmt: skip
+        if value and not os.path.isfile(value):
+            raise UsageError(f"{flag} {value} does not exist")
+    if args.num_samples < 1:
+        raise UsageError("--num-samples must be at least 1")
+
+
 def run(argv: Sequence[str]) -> int:
     """Parse, check every input, predict, draw and write the JSONL; raises on bad input."""
+    argv = list(argv)
+    if argv and argv[0] in CLI_TASKS:  # subcommand form: predict.py TASK ...
+        argv = ["--task", argv[0], *argv[1:]]
     args = build_parser().parse_args(argv)
     if args.task not in CLI_TASKS:
         raise UsageError(f"unknown task {args.task!r}; valid tasks: {', '.join(CLI_TASKS)}")
@@ -183,8 +222,9 @@ def run(argv: Sequence[str]) -> int:
         raise UsageError("--batch-size must be at least 1")
     if not os.path.isfile(args.path):
         raise UsageError(f"checkpoint {args.path} does not exist")
+    check_generate_image(args)
     requests = collect_requests(args)
-    images = load_images(requests) if args.task != "summarize" else []
+    images = load_images(requests) if args.task not in TEXT_TASKS else []
     records = predict(args, requests, images)
     if args.draw:
         draw_boxes(args.draw, images, records)

@@ -1,9 +1,9 @@
 """Inference on raw inputs (PIL images, image files, texts) with a trained OFA checkpoint.
 
 ``OFAPredictor`` wraps a checkpoint and answers one call per task: ``caption``, ``vqa``, ``ground``,
-``classify`` and ``summarize``. Every request is turned into a TSV-like row in the task's own column layout
-(images as base64, a dummy answer/label column) so the task's ``build_sample``/``collate``/``eval_step`` do
-the preprocessing and decoding exactly as in evaluation; there is one preprocessing path.
+``classify``, ``summarize`` and ``generate_images``. Every request is turned into a TSV-like row in the task's
+own column layout (images as base64, a dummy answer/label column) so the task's ``build_sample``, ``collate``
+and ``eval_step`` do the preprocessing and decoding exactly as in evaluation; there is one preprocessing path.
 
 Task settings come from the checkpoint's saved task config when the checkpoint was trained on the requested
 task; otherwise the requested task's config is built from the checkpoint's common settings (``bpe_dir``,
@@ -208,6 +208,44 @@ class OFAPredictor:
             with self.autocast():
                 out += task.summarize(self.model, sample, generator)
         return out
+
+    @torch.no_grad()
+    def generate_images(
+        self, texts: Sequence[str], out_dir: str | os.PathLike, *, vqgan_model_path: str, vqgan_config_path: str,
+        clip_model_path: str | None = None, num_samples: int = 24, seed: int = 42, sampling_topk: int = 256,
+    ) -> list[dict]:  # fmt: skip
+        """``num_samples`` images per text (top-k sampling of the VQGAN codes, the evaluation recipe's settings),
+        reranked by CLIP when ``clip_model_path`` is given, written best first as ``out_dir/all_results/{text}_{j}.png``
+        plus ``out_dir/top1/{text}_0.png``. Returns ``{"images": paths, "scores": CLIP scores or None}`` per text."""
+        task = self.image_gen_task(out_dir, vqgan_model_path, vqgan_config_path, clip_model_path)
+        generator = task.build_generator(GenerationConfig(beam=num_samples, sampling_topk=sampling_topk, seed=seed))
+        rows = [[str(i), text] for i, text in enumerate(texts)]
+        sample = move_to(task.collate([task.build_sample(r, "test", i) for i, r in enumerate(rows)]), self.device)
+        with self.autocast():
+            all_images = task.generate_images(self.model, sample, generator)
+        results = []
+        for caption, images in zip(sample["caption"], all_images, strict=True):
+            scores = None
+            if clip_model_path:
+                order, ranked = task.rerank(images, caption, None)
+                images, scores = [images[j] for j in order], [round(float(v), 6) for v in ranked]
+            results.append({"images": task.dump_images(images, caption)[: len(images)], "scores": scores})
+        return results
+
+    def image_gen_task(self, out_dir, vqgan_model_path: str, vqgan_config_path: str, clip_model_path: str | None):
+        """The image_gen task for this checkpoint: its code image size and the code-token range."""
+        values = self.task_values("image_gen") | {"vqgan_model_path": vqgan_model_path, "vqgan_config_path":
+                  vqgan_config_path, "clip_model_path": clip_model_path, "gen_images_path": str(out_dir)}  # fmt: skip
+        values["code_image_size"] = self.model.cfg.code_image_size
+        if not values.get("constraint_range"):
+            start = len(self.tokenizer) - values.get("code_dict_size", 8192) - values.get("num_bins", 1000)
+            values["constraint_range"] = f"{start},{start + values.get('code_dict_size', 8192)}"
+        entry = TASKS.get("image_gen")
+        task = entry.cls(fill(entry.config, values), self.tokenizer)
+        task.vqgan.to(self.device)
+        if clip_model_path:
+            task.clip.to(self.device)
+        return task
 
 
 def clip_box(box: Sequence[float], width: int, height: int) -> list[float]:

@@ -119,7 +119,7 @@ ofa_train() {
     --optimizer=adam --adam-betas="(0.9,0.999)" --adam-eps=1e-08 --weight-decay=0.01 --clip-norm=1.0 \
     --lr-scheduler=polynomial_decay --reset-optimizer --reset-dataloader --reset-meters \
     --num-bins=1000 --fixed-validation-seed=7 --log-interval=10 --num-workers=0 \
-    $precision --fp16-scale-window=512
+    $precision --fp16-scale-window="${OFA_FP16_SCALE_WINDOW:-512}"
 }
 
 # evaluate.py; the pass-through arguments still come last.
