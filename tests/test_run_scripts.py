@@ -219,6 +219,25 @@ IMAGENET_TASK = {
     "checkpoint__best_checkpoint_metric": "score",
     "checkpoint__maximize_best_checkpoint_metric": True,
 }
+IMAGE_GEN = ("coco_image_gen_data", "coco_vqgan_train.tsv", "coco_vqgan_dev.tsv")
+IMAGE_GEN_SAMPLING = {"min_len": 1024, "max_len_a": 0, "max_len_b": 1024, "sampling_topk": 256, "temperature": 1.0}
+IMAGE_GEN_TASK = {
+    "task__selected_cols": "0,2,1",
+    "task__max_src_length": 64,
+    "task__max_tgt_length": 1024,
+    "task__code_image_size": 256,
+    "model__code_image_size": 256,
+    "task__constraint_range": "50265,58457",
+    "task__eval_args": {"beam": 24, **IMAGE_GEN_SAMPLING},
+    "task__vqgan_model_path": f"{DUMMY['CKPT_DIR']}/vqgan/last.ckpt",
+    "task__vqgan_config_path": f"{DUMMY['CKPT_DIR']}/vqgan/model.yaml",
+    "task__clip_model_path": f"{DUMMY['CKPT_DIR']}/clip/ViT-B-16.pt",
+    "optimization__batch_size_valid": 1,
+    "common__fp16_scale_window": 256,
+    "checkpoint__keep_last_epochs": 15,
+    "checkpoint__best_checkpoint_metric": "score",
+    "checkpoint__maximize_best_checkpoint_metric": True,
+}
 SNLI_VE_TASK = {
     "task__selected_cols": "0,2,3,4,5",
     "task__add_caption": True,
@@ -284,6 +303,17 @@ SPEC_TRAIN = {
     "gigaword/train_gigaword.sh": row(
         "ofa_large", "ofa_large.pt", CE, 1e-4, epochs(6, 0.06), 64, 2, None, 0.1, 0.1, 0.1, GIGAWORD,
         **GIGAWORD_TASK),
+    "image_gen/train_image_gen_stage1.sh": row(
+        "ofa_large", "ofa_large.pt", CE, 1e-3, updates(40000, 2000), 4, 4, None, 0.1, 0.1, 0.0, IMAGE_GEN,
+        checkpoint__save_interval=3, common__validate_interval=3,
+        task__gen_images_path=f"{DUMMY['RESULTS_DIR']}/image_gen_stage1", **IMAGE_GEN_TASK),
+    "image_gen/train_image_gen_stage2.sh": row(
+        "ofa_large", "unused", "clip_scst_reward_criterion", 1e-6, updates(5000, 0), 1, 1, None, 0.0, 0.0, None,
+        IMAGE_GEN, checkpoint__restore_file=f"{DUMMY['RUNS_DIR']}/image_gen_stage1/checkpoint_last.pt",
+        model__freeze_resnet=True, task__scst=True, task__scst_args={"beam": 5, **IMAGE_GEN_SAMPLING},
+        criterion__scst_args={"beam": 5, **IMAGE_GEN_SAMPLING}, checkpoint__save_interval=1,
+        common__validate_interval=1, checkpoint__save_interval_updates=200, common__validate_interval_updates=200,
+        task__gen_images_path=f"{DUMMY['RESULTS_DIR']}/image_gen_stage2", **IMAGE_GEN_TASK),
     "image_classify/train_imagenet_distributed.sh": row(
         "ofa_large", "ofa_large.pt", CE, 5e-5, updates(160000, 1000), 4, 4, 480, 0.1, 0.1, 0.1, IMAGENET,
         **IMAGENET_TASK),
@@ -506,6 +536,24 @@ SPEC_EVAL = {
             "generation.max_len_b": 32,
             "generation.no_repeat_ngram_size": 3,
             "task_config.selected_cols": "0,1",
+        }
+    ],
+    "image_gen/evaluate_image_gen.sh": [
+        {
+            "task": "image_gen",
+            "args.path": f"{DUMMY['CKPT_DIR']}/image_gen_large_best.pt",
+            "args.data": f"{DUMMY['DATASET_ROOT']}/coco_image_gen_data/coco_vqgan_full_test.tsv",
+            "args.gen_subset": "test",
+            "args.batch_size": 1,
+            "generation.beam": 24,
+            "generation.seed": 42,
+            **{f"generation.{k}": v for k, v in IMAGE_GEN_SAMPLING.items()},
+            "task_config.selected_cols": "0,2,1",
+            "task_config.code_image_size": 256,
+            "task_config.constraint_range": "50265,58457",
+            "task_config.clip_model_path": f"{DUMMY['CKPT_DIR']}/clip/ViT-B-16.pt",
+            "task_config.vqgan_model_path": f"{DUMMY['CKPT_DIR']}/vqgan/last.ckpt",
+            "task_config.gen_images_path": f"{DUMMY['RESULTS_DIR']}/image_gen",
         }
     ],
     "image_classify/evaluate_imagenet.sh": [
