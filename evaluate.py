@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from data.loading import SkippingCollater, SkippingDataset
+from data.loading import SkippingCollater, SkippingDataset, check_bad_rows, pop_bad_rows
 from data.tsv import epoch_batches
 from models import from_pretrained
 from models.generate import GenerationConfig
@@ -27,7 +27,8 @@ from tasks import TASKS
 from trainer import move_to
 from utils import distributed
 from utils.checkpoint import load_checkpoint_file
-from utils.config import fill, strip_ignored
+from utils.cli import run_cli
+from utils.config import fill, parse_strict, strip_ignored
 from utils.logging import setup_logging
 
 logger = logging.getLogger("evaluate")
@@ -40,7 +41,8 @@ TASK_FLAGS = {"selected_cols": str, "bpe_dir": str, "patch_image_size": int, "ma
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="evaluate.py", description=__doc__, allow_abbrev=False)
+    usage = "evaluate.py DATA --path CKPT [--task TASK] [flags] (evaluate.py --help lists them)"
+    p = argparse.ArgumentParser(prog="evaluate.py", usage=usage, description=__doc__, allow_abbrev=False)
     p.add_argument("data", nargs="?", help="TSV file(s); the last one is evaluated")
     p.add_argument("--path", required=True, help="checkpoint to evaluate")
     p.add_argument("--task", help="task name (default: the checkpoint's)")
@@ -48,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-path", default="results")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--skip-bad-rows", type=int, default=0, help="skip up to N malformed rows (counted)")
     p.add_argument("--model-overrides", default="{}", help='JSON of task settings, e.g. {"data": ...}')
     for name, kind in {**GEN_FLAGS, **TASK_FLAGS}.items():
         p.add_argument("--" + name.replace("_", "-"), type=kind, default=None)
@@ -59,13 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(argv: Sequence[str]) -> tuple[argparse.Namespace, str, object, GenerationConfig]:
     argv, _ = strip_ignored(argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parse_strict(parser, argv)
     # a dry run may resolve a recipe before its checkpoint exists
     ckpt = {} if args.dry_run and not Path(args.path).exists() else load_checkpoint_file(args.path)
     saved = dict((ckpt.get("cfg") or {}).get("task") or {})
     task_name = args.task or saved.get("_name")
     if task_name is None:
         raise SystemExit(f"evaluate.py: {args.path} stores no task name; pass --task")
+    if task_name not in TASKS:
+        parser.error(f"unknown --task {task_name!r}; known: {', '.join(TASKS.names())}")
     entry = TASKS.get(task_name)
     values = {**saved, **json.loads(args.model_overrides)}
     values.update({k: getattr(args, k) for k in TASK_FLAGS if getattr(args, k) is not None})
@@ -91,23 +97,30 @@ def run(args, task, gen_cfg: GenerationConfig, info: distributed.DistInfo) -> tu
     model = from_pretrained(args.path, ema=args.ema_eval, device=info.device)
     generator = task.build_generator(gen_cfg)
     dataset = task.dataset(args.gen_subset)
+    if len(dataset) == 0:
+        raise ValueError(f"no rows to evaluate in {args.data or task.cfg.data}")
     batches = epoch_batches(len(dataset), args.batch_size, epoch=1, seed=0, rank=info.rank,
                             world_size=info.world_size, shuffle=False)  # fmt: skip
     loader = torch.utils.data.DataLoader(
-        SkippingDataset(dataset, 0), batch_sampler=batches, collate_fn=SkippingCollater(task.collate),
+        SkippingDataset(dataset, args.skip_bad_rows), batch_sampler=batches, collate_fn=SkippingCollater(task.collate),
         num_workers=args.num_workers,
     )  # fmt: skip
     amp = torch.float16 if args.fp16 else torch.bfloat16 if args.bf16 else None
-    predictions = []
+    predictions, bad_rows = [], 0
     for sample in loader:
-        sample.pop("bad_rows", None)
+        bad_rows += len(pop_bad_rows(sample))
+        check_bad_rows(bad_rows, args.skip_bad_rows)
         if not sample:
             continue
         with torch.autocast(info.device.type, dtype=amp, enabled=amp is not None):
             predictions += task.eval_step(model, move_to(sample, info.device), generator,
                                           beam_search=args.beam_search_vqa_eval, zero_shot=args.zero_shot)  # fmt: skip
     predictions = gather(predictions, info)
-    return predictions, task.eval_metrics(predictions)
+    metrics = task.eval_metrics(predictions)
+    skipped = int(distributed.all_reduce_sums([bad_rows], info)[0])
+    if skipped:  # the metric covers the remaining rows only
+        metrics["skipped_bad_rows"] = skipped
+    return predictions, metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,4 +157,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("evaluate.py", main))

@@ -23,7 +23,8 @@ from models.config import OFAConfig
 from tasks import TASKS
 from trainer import Trainer
 from utils import distributed
-from utils.config import add_section, fill, strip_ignored
+from utils.cli import run_cli
+from utils.config import add_section, fill, parse_strict, strip_ignored
 from utils.logging import setup_logging
 from utils.train_config import SECTIONS, TrainConfig
 
@@ -43,7 +44,8 @@ def _choices(argv: Sequence[str]) -> argparse.Namespace:
 
 
 def build_parser(task: str | None, criterion: str) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="train.py", description=__doc__, allow_abbrev=False)
+    usage = "train.py DATA --task TASK --arch ARCH [flags] (train.py --task TASK --arch ARCH --help lists them)"
+    parser = argparse.ArgumentParser(prog="train.py", usage=usage, description=__doc__, allow_abbrev=False)
     parser.add_argument("data_path", nargs="?", help="TSV files, comma-separated (same as --data)")
     parser.add_argument("--task", required=True, choices=TASKS.names())
     parser.add_argument("--arch", required=True, choices=sorted(PRESETS))
@@ -66,7 +68,7 @@ def build_parser(task: str | None, criterion: str) -> argparse.ArgumentParser:
 def parse_args(argv: Sequence[str]) -> TrainConfig:
     argv, ignored = strip_ignored(argv)
     pre = _choices(argv)
-    values = vars(build_parser(pre.task, pre.criterion).parse_args(argv))
+    values = vars(parse_strict(build_parser(pre.task, pre.criterion), argv))
     dry_run = values.pop("dry_run")
     data_path = values.pop("data_path")
     if data_path and not values.get("data"):
@@ -134,4 +136,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli("train.py", main))

@@ -65,6 +65,7 @@ class Trainer:
         self.ema = EMA(self.model, cfg.ema.ema_decay, cfg.ema.ema_start_update) if cfg.ema.store_ema else None
         self.metrics = MetricsLogger(cfg.checkpoint.save_dir, common.tensorboard_logdir, info.is_main)
         self._dummy = None
+        self.nan_skips = 0  # updates skipped in a row for a NaN/inf loss or gradient
 
     # ------------------------------------------------------------------ state (full, whatever the wrapping)
     @property
@@ -120,6 +121,8 @@ class Trainer:
     # ------------------------------------------------------------------ data
     def epoch_plan(self, epoch: int, split: str = "train") -> tuple[object, list[list[int]]]:
         dataset = self.task.dataset(split, epoch)
+        if len(dataset) == 0:  # an epoch without batches would repeat forever under --max-update
+            raise ValueError(f"the {split} data of epoch {epoch} has no rows (--data {self.cfg.task.data})")
         opt = self.cfg.optimization
         bsz = opt.batch_size if split == "train" else (opt.batch_size_valid or opt.batch_size)
         batches = epoch_batches(
@@ -144,6 +147,10 @@ class Trainer:
     # ------------------------------------------------------------------ one update
     def _forward_backward(self, sample: dict, sync: bool) -> tuple[float, dict]:
         empty = isinstance(sample, dict) and "net_input" not in sample  # lists are pretraining (v1, v2) pairs
+        if empty and self._dummy is None:  # every row so far was skipped as bad: nothing to run yet
+            if self.info.distributed:  # the other ranks wait in the backward's all-reduce
+                raise RuntimeError("a rank's first batch held only skipped bad rows; fix the data first")
+            return 0.0, {}
         if empty:  # this rank ran out of rows: a zero-weight pass keeps the collectives in step
             sample = self._dummy
         else:
@@ -175,12 +182,18 @@ class Trainer:
             [sizes] + [sum(float(lg.get(k, 0)) for lg in logs) for k in keys], self.info
         )
         sample_size, sums = totals[0], dict(zip(keys, totals[1:], strict=True))
+        if sample_size == 0:  # every row of every rank was skipped as bad: no update
+            self.optimizer.zero_grad(set_to_none=True)
+            return None
         grad_norm, overflow = self._finish_gradients(sample_size)
         if overflow:
             self.scaler.update(True)
             self.optimizer.zero_grad(set_to_none=True)
             logger.warning("fp16 overflow: update skipped, loss scale now %g", self.scaler.scale)
             return None
+        if not (math.isfinite(grad_norm) and math.isfinite(sums.get("loss", 0.0))):
+            return self._skip_non_finite(grad_norm, sums.get("loss", 0.0))
+        self.nan_skips = 0
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.progress.num_updates += 1
@@ -194,6 +207,25 @@ class Trainer:
         if self.scaler is not None:
             out["loss_scale"] = self.scaler.scale
         return out
+
+    def _skip_non_finite(self, grad_norm: float, loss: float) -> None:
+        """Drop an update whose loss or gradient is NaN/inf; stop after --max-consecutive-nan-skips in a row.
+
+        fairseq raises at the first one; skipping lets a long run survive one bad batch. Every rank sees the
+        same reduced loss and norm, so all ranks skip together.
+        """
+        self.optimizer.zero_grad(set_to_none=True)
+        self.nan_skips += 1
+        limit, update = self.cfg.common.max_consecutive_nan_skips, self.progress.num_updates + 1
+        logger.warning(
+            "non-finite loss %g / gradient norm %g at update %d: update skipped (%d in a row, stop at %d)",
+            loss, grad_norm, update, self.nan_skips, limit,
+        )  # fmt: skip
+        if self.nan_skips >= limit:
+            raise FloatingPointError(
+                f"{self.nan_skips} updates in a row had a NaN/inf loss or gradient (update {update}, "
+                f"--max-consecutive-nan-skips {limit}): stopping (the skipped updates changed no weights)"
+            )
 
     def _finish_gradients(self, sample_size: float) -> tuple[float, bool]:
         """Divide summed gradients by the global sample size (DDP already averaged over ranks), clip."""

@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = write_tsv(_entries(args), args.out, strict=args.strict, desc=args.format)
-    except ConvertError as err:
+    except (ConvertError, OSError) as err:  # OSError: the output cannot be written (permissions, disk full)
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(summary.line())

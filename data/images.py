@@ -9,7 +9,10 @@ loads (spec section 3.1). Here:
 * truncated images are tolerated only while this module decodes (``allow_truncated_images`` sets PIL's
   process-wide flag and restores it afterwards, instead of changing it for the whole program);
 * a row that is not an image raises ``ValueError`` with a one-line reason instead of a PIL traceback, so the
-  TSV layer can report the file and line (``data.tsv.BadRowError``).
+  TSV layer can report the file and line (``data.tsv.BadRowError``);
+* an image of more than PIL's ``Image.MAX_IMAGE_PIXELS`` pixels is refused as a possible decompression bomb
+  (PIL itself only warns below twice that size, after which decoding could allocate gigabytes);
+* 16-bit grayscale keeps its top 8 bits (PIL's ``convert("RGB")`` clips such values at 255: a white image).
 """
 
 import base64
@@ -18,8 +21,10 @@ import contextlib
 import io
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 
+import numpy as np
 from PIL import Image, ImageFile
 
 logger = logging.getLogger(__name__)
@@ -28,6 +33,8 @@ logger = logging.getLogger(__name__)
 _TO_URLSAFE = str.maketrans("+/", "-_")
 # PIL cannot save these modes as JPEG
 _JPEG_MODES = ("RGB", "L", "CMYK")
+# integer modes wider than 8 bits (16-bit PNG/TIFF open as I;16 or I)
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 
 
 @contextlib.contextmanager
@@ -56,14 +63,38 @@ def _b64_bytes(data: str) -> bytes:
         raise ValueError("not base64 (invalid characters or length)") from None
 
 
+def _to_rgb(image: Image.Image) -> Image.Image:
+    """``image.convert("RGB")``, except that 16-bit grayscale is reduced to its top 8 bits first."""
+    if image.mode in _WIDE_MODES:
+        values = np.asarray(image, dtype=np.int64)
+        if image.mode != "I" or values.max(initial=0) > 255:  # mode I may also hold 8-bit data PIL widened
+            image = Image.fromarray((values.clip(0, 65535) >> 8).astype(np.uint8))
+    return image.convert("RGB")
+
+
+@contextlib.contextmanager
+def _pil_image(source: io.BytesIO | str | os.PathLike) -> Iterator[Image.Image]:
+    """``Image.open`` with truncated files allowed and bomb warnings raised; PIL failures become ``ValueError``."""
+    try:
+        with allow_truncated_images(), warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)  # Image.open checks the size
+            with Image.open(source) as image:
+                yield image
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(f"not an image PIL can read ({type(err).__name__}: {err})") from None
+
+
 def _open_rgb(source: io.BytesIO | str | os.PathLike) -> Image.Image:
     """Open with PIL, fully decode and convert to RGB; PIL failures become a one-line ``ValueError``."""
-    try:
-        with allow_truncated_images(), Image.open(source) as image:
-            # convert() forces the pixel data to be decoded here, inside the truncation allowance
-            return image.convert("RGB")
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
-        raise ValueError(f"not an image PIL can read ({type(err).__name__}: {err})") from None
+    with _pil_image(source) as image:
+        # converting forces the pixel data to be decoded here, inside the truncation allowance
+        return _to_rgb(image)
+
+
+def check_image_bytes(data: bytes) -> None:
+    """Raise ``ValueError`` unless PIL identifies ``data`` as an image of an allowed size (reads the header only)."""
+    with _pil_image(io.BytesIO(data)):
+        pass
 
 
 def decode_base64_image(data: str) -> Image.Image:

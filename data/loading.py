@@ -56,8 +56,12 @@ def pop_bad_rows(batch: dict | list) -> list[str]:
     return head.pop("bad_rows", [])
 
 
+class TooManyBadRowsError(RuntimeError):
+    """More malformed rows were skipped than ``--skip-bad-rows`` allows."""
+
+
 def check_bad_rows(count: int, limit: int) -> None:
     if count > limit:
-        raise RuntimeError(
+        raise TooManyBadRowsError(
             f"{count} malformed rows were skipped, more than --skip-bad-rows {limit}: fix the data or raise the limit"
         )

@@ -22,6 +22,7 @@ stale cache is rebuilt). An ``.index`` file in another format, such as the pickl
 code's ``cached_index`` option, is left untouched and the index is kept in memory.
 """
 
+import contextlib
 import logging
 import os
 import tempfile
@@ -193,14 +194,18 @@ class TSVFile:
         return offsets
 
     def _check_selected_cols(self) -> None:
-        # a --selected-cols typo would otherwise surface as "bad row" on every line; the first row tells
+        # a --selected-cols typo would otherwise surface as "bad row" on every line; the first rows tell (a few, so
+        # that one bad row at the top is reported, or skipped, as a bad row and not taken for a wrong flag)
         if not self.selected_cols or len(self._offsets) == 0:
             return
-        num_cols = len(self._read_line(0).split(self.separator))
-        if max(self.selected_cols) >= num_cols:
+        counts = []
+        for index in range(min(3, len(self._offsets))):
+            with contextlib.suppress(BadRowError):
+                counts.append(len(self._read_line(index).split(self.separator)))
+        if counts and max(self.selected_cols) >= max(counts):
             raise ValueError(
                 f"--selected-cols {','.join(map(str, self.selected_cols))} selects column "
-                f"{max(self.selected_cols)} but the first row of {self.path} has only {num_cols} columns"
+                f"{max(self.selected_cols)} but the first rows of {self.path} have only {max(counts)} columns"
             )
 
     # ---- rows --------------------------------------------------------------------------------------------

@@ -68,7 +68,10 @@ def from_pretrained(
     ckpt = load_checkpoint_file(path)
     cfg = config_from_checkpoint(ckpt, **overrides)
     model = build_model(cfg)
-    state = upgrade_state_dict(model, state_dict_from_checkpoint(ckpt, ema=ema))
+    try:
+        state = upgrade_state_dict(model, state_dict_from_checkpoint(ckpt, ema=ema))
+    except ValueError as err:  # keys or shapes that do not fit the configuration stored beside them
+        raise ValueError(f"{path}: {err}") from None
     model.load_state_dict(state, strict=True)
     model.task_args = task_args_from_checkpoint(ckpt)
     return model.to(device).eval()

@@ -86,6 +86,17 @@ def _fit_vocab(state: dict[str, Tensor], vocab_size: int, has_mask: bool) -> Non
         )
 
 
+def _check_shapes(state: dict[str, Tensor], current: dict[str, Tensor]) -> None:
+    """Name the first entries (in checkpoint order) whose shapes differ from the model's."""
+    wrong = [k for k, v in state.items() if k in current and isinstance(v, Tensor) and v.shape != current[k].shape]
+    if wrong:
+        shown = "; ".join(f"{k} {tuple(state[k].shape)} vs {tuple(current[k].shape)}" for k in wrong[:3])
+        raise ValueError(
+            f"{len(wrong)} checkpoint entries do not fit this model's shapes (checkpoint vs model), first: {shown}"
+            f"{' ...' if len(wrong) > 3 else ''} (trained with another --arch or model settings?)"
+        )
+
+
 def upgrade_state_dict(model: nn.Module, state: dict[str, Tensor], has_mask: bool = True) -> dict[str, Tensor]:
     """Return a copy of ``state`` that ``model.load_state_dict(..., strict=True)`` accepts."""
     state = dict(state)
@@ -109,6 +120,7 @@ def upgrade_state_dict(model: nn.Module, state: dict[str, Tensor], has_mask: boo
             f"checkpoint has {len(unexpected)} entries this model does not have: {unexpected[:10]}"
             f"{' ...' if len(unexpected) > 10 else ''} (does its stored configuration match the weights?)"
         )
+    _check_shapes(state, current)
     missing = sorted(set(current) - set(state))
     for k in missing:
         state[k] = current[k]

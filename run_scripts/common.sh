@@ -99,7 +99,10 @@ ofa_launch() {
   else
     local nproc=${NPROC_PER_NODE:-$(ofa_visible_gpus)}
     ((nproc > 0)) || nproc=1
-    cmd=("$PYTHON" -m torch.distributed.run
+    # with torchrun --max-restarts, restarted workers of torch 2.14 cannot reach a store shared with the agent
+    # (pytorch/pytorch#135712); a store of their own lets a restarted run resume from checkpoint_last.pt
+    export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=${TORCH_DISABLE_SHARE_RDZV_TCP_STORE:-1}
+    cmd=("$PYTHON" -m torch.distributed.run --max-restarts="${MAX_RESTARTS:-0}"
       --nnodes="${NNODES:-1}" --nproc_per_node="$nproc" --node_rank="${NODE_RANK:-0}"
       --master_addr="${MASTER_ADDR:-127.0.0.1}" --master_port="${MASTER_PORT:-29500}"
       "$entry" "$@" "${OFA_EXTRA_ARGS[@]}")

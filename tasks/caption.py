@@ -76,6 +76,8 @@ class CaptionTask(Task):
         uniq_id, image, caption = row[:3]
         if split == "train" and not self.cfg.scst:
             words = caption.translate(_NO_PUNCTUATION).strip().split()
+            if not words:  # the target would be a lone space token: nothing to learn
+                raise ValueError("empty caption (no words after removing punctuation)")
             target_text = " ".join(words[: self.cfg.max_tgt_length])
             references = [target_text]
         else:

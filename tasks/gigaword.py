@@ -103,6 +103,8 @@ class GigawordTask(Task):
         article, summary = row[:2]
         source_text = pre_caption(article, self.cfg.max_src_length).replace("<unk>", "unk")
         target_text = pre_caption(summary, self.cfg.max_tgt_length).replace("<unk>", "unk")
+        if split == "train" and not target_text:
+            raise ValueError("empty summary")
         source = self.encode_text(PROMPT.format(source_text), length=self.cfg.max_src_length, bos=True, eos=True)
         target = self.encode_text(target_text)  # no leading space, unlike every other OFA task
         return {

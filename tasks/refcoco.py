@@ -8,6 +8,7 @@ pixels and scored by Acc@0.5 IoU.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,20 @@ from tasks.base import TASKS, Task, TaskConfig, pre_caption
 from utils.metrics import bins_to_boxes, box_hits, boxes_to_bins
 
 PROMPT = ' which region does the text " {} " describe?'
+
+
+def check_region(coords: list[float], width: int, height: int) -> None:
+    """Refuse a box that is not finite, empty or inverted, or outside the image by more than a pixel.
+
+    OFA takes such boxes as they are and trains on whatever bins (or ``<unk>`` tokens) they give.
+    """
+    x0, y0, x1, y1 = coords
+    if not all(math.isfinite(c) for c in coords):
+        raise ValueError(f"region {coords} has a coordinate that is not a finite number")
+    if x1 <= x0 or y1 <= y0:
+        raise ValueError(f"region {coords} is empty or inverted (x0,y0,x1,y1 needs x0 < x1 and y0 < y1)")
+    if x0 < -1 or y0 < -1 or x1 > width + 1 or y1 > height + 1:
+        raise ValueError(f"region {coords} lies outside the {width}x{height} image")
 
 
 @dataclass
@@ -47,7 +62,10 @@ class RefcocoTask(Task):
         w_ratio, h_ratio = size / w, size / h
         # float32 throughout, as the original scales its box tensor (matters at rounding boundaries)
         resized = torch.tensor(coords, dtype=torch.float32) * torch.tensor([w_ratio, h_ratio, w_ratio, h_ratio])
+        check_region(coords, w, h)
         bins = boxes_to_bins(resized, num_bins=self.cfg.num_bins, max_image_size=self.cfg.max_image_size)
+        if min(bins) < 0 or max(bins) >= self.cfg.num_bins:  # OFA would train on <unk> here
+            raise ValueError(f"region {region!r} gives bins {bins} outside 0..{self.cfg.num_bins - 1}")
         target = self.encode_text(" ".join(f"<bin_{b}>" for b in bins), use_bpe=False)
         source = self.encode_text(PROMPT.format(pre_caption(text, self.cfg.max_src_length)), bos=True, eos=True)
         return {

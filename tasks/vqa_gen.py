@@ -137,6 +137,8 @@ class VqaGenTask(ClassifyAsGeneration):
         source = torch.cat([torch.tensor([self.bos]), source, torch.tensor([self.eos])])
         ref_dict = parse_vqa_answers(answers)
         answer = max(ref_dict, key=ref_dict.get)
+        if split == "train" and not answer.strip():
+            raise ValueError(f"empty answer in the answers column {answers!r}")
         sample = {"id": uniq_id, "patch_image": self.load_image(image), "patch_mask": True}
         sample.update(self.sequences(source, self.encode_text(" " + answer)))
         sample.update(ref_dict=ref_dict, conf=ref_dict[answer])

@@ -845,20 +845,22 @@ def test_locations_come_from_the_environment(tmp_path: Path):
 
 
 def test_torchrun_launch_from_environment(tmp_path: Path):
-    env = {"NNODES": "4", "NPROC_PER_NODE": "8", "NODE_RANK": "2", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "1234"}
+    env = {"NNODES": "4", "NPROC_PER_NODE": "8", "NODE_RANK": "2", "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "1234",
+           "MAX_RESTARTS": "3"}  # fmt: skip
     proc, calls = run_recorded(tmp_path, "vqa/train_vqa_distributed.sh", **env)
     assert proc.returncode == 0, proc.stderr
     argv = calls[0]
-    assert argv[:7] == [
+    assert argv[:8] == [
         "-m",
         "torch.distributed.run",
+        "--max-restarts=3",
         "--nnodes=4",
         "--nproc_per_node=8",
         "--node_rank=2",
         "--master_addr=10.1.2.3",
         "--master_port=1234",
     ]
-    assert argv[7] == str(REPO / "train.py")
+    assert argv[8] == str(REPO / "train.py")
     assert "--dry-run" not in argv and "--bf16" in argv
 
 
@@ -867,14 +869,15 @@ def test_torchrun_defaults(tmp_path: Path, visible: str, nproc: str):
     proc, calls = run_recorded(tmp_path, "caption/evaluate_caption.sh", CUDA_VISIBLE_DEVICES=visible)
     assert proc.returncode == 0, proc.stderr
     argv = calls[0]
-    assert argv[2:7] == [
+    assert argv[2:8] == [
+        "--max-restarts=0",
         "--nnodes=1",
         f"--nproc_per_node={nproc}",
         "--node_rank=0",
         "--master_addr=127.0.0.1",
         "--master_port=29500",
     ]
-    assert argv[7] == str(REPO / "evaluate.py")
+    assert argv[8] == str(REPO / "evaluate.py")
     assert len(calls) == 2 and calls[1][0] == str(RUN_SCRIPTS / "caption" / "coco_eval.py")  # then COCO scoring
 
 

@@ -127,7 +127,7 @@ def _torchrun(args: list[str], env: dict) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("backend", ["pytorch_ddp", "fully_sharded"])
 def test_torchrun_two_ranks_equal_one_rank_with_accumulation(caption_data, tmp_path, backend):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo"}  # loopback only
     common = ["--max-update", "3", "--disable-validation", "--batch-size", "2"]
     ddp = _torchrun(_argv(caption_data, tmp_path / "ddp", *common, "--ddp-backend", backend), env)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
@@ -174,7 +174,7 @@ def test_sigkill_during_checkpoint_writes_leaves_a_loadable_file(tmp_path):
 
 
 def test_fsdp_resume_is_bitwise(caption_data, tmp_path):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), "GLOO_SOCKET_IFNAME": "lo"}  # loopback only
     common = ["--disable-validation", "--batch-size", "2", "--ddp-backend", "fully_sharded", "--dropout", "0.1"]
     for save_dir, stops in ((tmp_path / "straight", ["4"]), (tmp_path / "resumed", ["2", "4"])):
         for stop in stops:

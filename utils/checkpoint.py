@@ -77,8 +77,12 @@ _TORCH_DEFAULT_GLOBALS = frozenset({
 })  # fmt: skip
 
 
-class UnsafeCheckpointError(RuntimeError):
-    """The file references a global outside the allow-list, so it is refused before unpickling."""
+class UnsafeCheckpointError(RuntimeError, ValueError):
+    """The file references a global outside the allow-list, so it is refused before unpickling.
+
+    Also a ``ValueError`` (the file's content is refused), so the command lines report it in one line, like
+    any other bad input.
+    """
 
 
 class CorruptCheckpointError(ValueError):
@@ -391,17 +395,54 @@ def build_checkpoint(
     }
 
 
+class _RecordingWriter:
+    """A binary stream that remembers the OSError of a failed write: torch.save reports such a failure only as
+    an opaque ``RuntimeError`` ("unexpected pos ..."), losing "No space left on device"."""
+
+    def __init__(self, stream: BinaryIO):
+        self.stream, self.error = stream, None
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self.stream.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _write_error(path: Path, err: BaseException) -> OSError:
+    reason = err.strerror if isinstance(err, OSError) and err.strerror else " ".join(str(err).split())[:200]
+    number = err.errno if isinstance(err, OSError) and err.errno else errno.EIO
+    return OSError(
+        number, f"could not write checkpoint {path}: {reason}; the previous {path.name} (if any) is unchanged"
+    )
+
+
 def save_checkpoint_file(ckpt: Mapping[str, Any], path: str | Path) -> None:
-    """Writes ``ckpt`` with ``torch.save`` atomically: temp file in the same dir, fsync, rename."""
+    """Writes ``ckpt`` with ``torch.save`` atomically: temp file in the same dir, fsync, rename.
+
+    A failed write (disk full, quota, file size limit, permissions) raises ``OSError`` naming the file and the
+    reason, and leaves the previous file at ``path`` as it was.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(dict(ckpt), stream)
-            stream.flush()
-            os.fsync(stream.fileno())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as err:
+        raise _write_error(path, err) from None
+    writer = _RecordingWriter(os.fdopen(handle, "wb"))
+    try:
+        with writer.stream:
+            torch.save(dict(ckpt), writer)
+            writer.flush()
+            os.fsync(writer.stream.fileno())
         os.replace(tmp_name, path)
+    except (OSError, RuntimeError) as err:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise _write_error(path, writer.error or err) from err
     except BaseException:
         # Never leave a half-written temp file behind (including on KeyboardInterrupt).
         Path(tmp_name).unlink(missing_ok=True)

@@ -3,8 +3,10 @@
 Names: ``checkpoint{epoch}.pt`` at epoch ends, ``checkpoint_{epoch}_{updates}.pt`` every
 ``--save-interval-updates``, ``checkpoint_best.pt`` when ``--best-checkpoint-metric`` improves, and
 ``checkpoint_last.pt`` always. Each file is written to a temporary file and renamed, so a crash never leaves
-a broken one. A checkpoint holds the model, optimizer, lr schedule, loss scaler, EMA, RNG states, the data
-position (epoch, batches consumed) and the resolved training configuration, in the fairseq dict layout.
+a broken one, and a failed write (disk full) names the file and leaves the previous one intact; ``--save-dir``
+is probed before training (writable, room for the weights). A checkpoint holds the model, optimizer, lr
+schedule, loss scaler, EMA, RNG states, the data position (epoch, batches consumed) and the resolved training
+configuration, in the fairseq dict layout.
 
 ``--restore-file`` (default ``checkpoint_last.pt`` in ``--save-dir``) resumes; the ``--reset-*`` flags keep the
 weights but start the optimizer / lr schedule / data position / meters afresh (OFA's fine-tuning recipes).
@@ -13,6 +15,7 @@ weights but start the optimizer / lr schedule / data position / meters afresh (O
 from __future__ import annotations
 
 import dataclasses
+import errno
 import logging
 import os
 import random
@@ -64,15 +67,51 @@ def _copy_atomic(src: Path, dst: Path) -> None:
         with open(tmp, "rb+") as stream:
             os.fsync(stream.fileno())
         os.replace(tmp, dst)
+    except OSError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise OSError(
+            err.errno,
+            f"could not write checkpoint {dst}: {err.strerror}; the previous {dst.name} (if any) is unchanged",
+        ) from err
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_save_dir(path: Path, needed_bytes: int) -> None:
+    """Before training: ``path`` (--save-dir) must be creatable, writable and have room for a checkpoint."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write_probe.") as probe:
+            probe.write(b"probe")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as err:
+        raise OSError(err.errno, f"--save-dir {path} is not writable: {err.strerror or err}") from None
+    free = shutil.disk_usage(path).free
+    if free < needed_bytes:
+        raise OSError(
+            errno.ENOSPC,
+            f"--save-dir {path} has {free / 2**20:.1f} MiB free, less than the {needed_bytes / 2**20:.1f} MiB "
+            "the model's weights alone take in a checkpoint",
+        )
 
 
 class CheckpointManager:
     def __init__(self, trainer, cfg):
         self.trainer, self.cfg = trainer, cfg
         self.dir = Path(cfg.save_dir)
+        if trainer.info.is_main and not cfg.no_save:  # fail now, not after the first hours of training
+            self.prepare_save_dir()
+
+    def prepare_save_dir(self) -> None:
+        """Probe --save-dir (writable, room for the weights); remove temporary files of interrupted saves."""
+        tensors = self.trainer.model.state_dict().values()
+        storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tensors}  # tied: once
+        check_save_dir(self.dir, sum(storages.values()))
+        for stale in self.dir.glob(".checkpoint*.pt.*.tmp"):  # a killed run's; this run writes its own
+            logger.info("removing %s, the temporary file of an interrupted save", stale)
+            stale.unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ saving
     def _is_better(self, value: float) -> bool:
@@ -105,9 +144,11 @@ class CheckpointManager:
         if not names or not self.trainer.info.is_main:
             return []
         paths = [self.dir / n for n in names]
-        save_checkpoint_file(state, paths[0])
-        for path in paths[1:]:
-            _copy_atomic(paths[0], path)
+        # checkpoint_last.pt first: a crash between the writes still leaves the newest state where a restart looks
+        first, *rest = sorted(paths, key=lambda path: path.name != "checkpoint_last.pt")
+        save_checkpoint_file(state, first)
+        for path in rest:
+            _copy_atomic(first, path)
         self._rotate()
         return paths
 
@@ -179,7 +220,11 @@ class CheckpointManager:
             logger.info("no checkpoint in %s: starting from scratch", self.dir)
             return False
         ckpt = load_checkpoint_file(path)
-        self.trainer.model.load_state_dict(upgrade_state_dict(self.trainer.model, state_dict_from_checkpoint(ckpt)))
+        try:
+            state = upgrade_state_dict(self.trainer.model, state_dict_from_checkpoint(ckpt))
+        except ValueError as err:  # keys or shapes that do not fit this model
+            raise ValueError(f"--restore-file {path}: {err}") from None
+        self.trainer.model.load_state_dict(state)
         self._pending = (path, ckpt)
         return True
 

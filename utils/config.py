@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import ast
 import dataclasses
+import difflib
 import logging
 import types
 import typing
@@ -121,3 +122,16 @@ def fill(cls: type, values: dict[str, Any], base: Any | None = None) -> Any:
     if base is not None:
         return dataclasses.replace(base, **given)
     return cls(**given)
+
+
+def parse_strict(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, whose unknown-flag error names the closest known flags (a misspelt flag)."""
+    values, unknown = parser.parse_known_args(argv)
+    if unknown:
+        known = [name for name in parser._option_string_actions if name.startswith("--")]
+        hints = []
+        for item in unknown:
+            close = difflib.get_close_matches(item.split("=", 1)[0], known, n=2) if item.startswith("--") else []
+            hints.append(f"{item} (did you mean {' or '.join(close)}?)" if close else item)
+        parser.error(f"unrecognized arguments: {' '.join(hints)}")
+    return values

@@ -25,6 +25,9 @@ class CommonConfig:
     tensorboard_logdir: str | None = None
     num_workers: int = 0
     skip_bad_rows: int = field(default=0, metadata={"help": "skip up to N malformed rows (counted) instead of failing"})
+    max_consecutive_nan_skips: int = field(
+        default=10, metadata={"help": "skip an update with a NaN/inf loss or gradient; stop after K in a row"}
+    )
     validate_interval: int = 1
     validate_interval_updates: int = 0
     disable_validation: bool = False

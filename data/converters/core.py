@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from tqdm import tqdm
 
-from data.images import encode_image_base64, load_image
+from data.images import check_image_bytes, encode_image_base64, load_image
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def load_json(path: Path) -> Any:
     try:
         with open(path, encoding="utf-8") as fh:
             return json.load(fh)
-    except (OSError, json.JSONDecodeError) as err:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ConvertError(f"cannot read {path}: {err}") from None
 
 
@@ -110,7 +110,7 @@ def read_jsonl(path: Path) -> list[Any]:
     """The objects of a JSON-lines file (blank lines ignored); a line that is not JSON becomes ``None``."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise ConvertError(f"cannot read {path}: {err}") from None
     items: list[Any] = []
     for line in filter(str.strip, lines):
@@ -139,6 +139,7 @@ def image_base64(path: Path) -> str:
         raise FileNotFoundError(path)
     data = path.read_bytes()
     if data.startswith(_KEEP_MAGIC):
+        check_image_bytes(data)  # no decode, but a decompression bomb or a broken header is refused here
         return base64.urlsafe_b64encode(data).decode("ascii")
     return encode_image_base64(load_image(path), format="PNG")
 

@@ -52,7 +52,7 @@ def read_labels(path: Path, value_key: str) -> list[dict[str, Any]]:
             if reader.fieldnames is None or not {"file", value_key} <= set(reader.fieldnames):
                 raise ConvertError(f"{path}: the header must have the columns 'file' and {value_key!r}")
             return list(reader)
-    except OSError as err:
+    except (OSError, UnicodeDecodeError) as err:
         raise ConvertError(f"cannot read {path}: {err}") from None
 
 
@@ -61,7 +61,7 @@ def label_indices(records: Sequence[Any], names_file: Path | None) -> dict[str, 
     if names_file is not None:
         try:
             lines = Path(names_file).read_text(encoding="utf-8").splitlines()
-        except OSError as err:
+        except (OSError, UnicodeDecodeError) as err:
             raise ConvertError(f"cannot read {names_file}: {err}") from None
         names = [line.strip() for line in lines if line.strip()]
     else:
@@ -92,7 +92,7 @@ def folder_entries(images: Path, labels: Path, task: str, label_names: Path | No
     def build(indexed: tuple[int, dict]) -> Entry:
         index, record = indexed
         name = str(record["file"]).strip()
-        if not name or record[key] is None:
+        if not name or not str(record[key] or "").strip():  # an empty caption would be a bad training row
             raise ValueError(f"empty 'file' or {key!r}")
         if task == "caption":
             columns: tuple[str | None, ...] = (str(index), Path(name).stem, str(record[key]), "", None)

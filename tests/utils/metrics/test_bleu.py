@@ -6,9 +6,9 @@ import math
 
 import numpy as np
 import pytest
-from metric_inputs import NO_OVERLAP_ID, make_groups
 from pycocoevalcap.bleu.bleu import Bleu
 
+from tests.utils.metrics.metric_inputs import NO_OVERLAP_ID, make_groups
 from utils.metrics.bleu import bleu
 
 

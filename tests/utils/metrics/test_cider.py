@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from metric_inputs import NO_OVERLAP_ID, make_groups
 from pycocoevalcap.cider.cider import Cider
 
+from tests.utils.metrics.metric_inputs import NO_OVERLAP_ID, make_groups
 from utils.metrics.cider import CiderD, build_df_table, document_frequencies, load_df_table, ngram_counts
 
 
