@@ -52,7 +52,7 @@ class Settings:
     lr: float = 1e-3
     vocab_size: int = 500  # large enough for (nearly) every word of the corpus to be one token
     eval_batch_size: int = 16
-    photo_copies: int = 8  # each real photo appears this many times in the training split (once in test)
+    photo_copies: int = 32  # each real photo appears this many times in the training split (once in test)
     photo_size: int = 96  # longer side of the stored photos
 
 
