@@ -52,11 +52,15 @@ class Settings:
     lr: float = 1e-3
     vocab_size: int = 500  # large enough for (nearly) every word of the corpus to be one token
     eval_batch_size: int = 16
-    photo_copies: int = 32  # each real photo appears this many times in the training split (once in test)
+    # each real photo appears this many times in a task's training split (once in test); captions need the most
+    photo_copies: dict[str, int] = dataclasses.field(
+        default_factory=lambda: {"caption": 32, "vqa_gen": 8, "refcoco": 8}
+    )
     photo_size: int = 96  # longer side of the stored photos
 
 
-QUICK = Settings(n_train=4, n_test=2, updates={"caption": 2, "vqa_gen": 2, "refcoco": 2}, batch_size=4, photo_copies=1)
+QUICK = Settings(n_train=4, n_test=2, updates={"caption": 2, "vqa_gen": 2, "refcoco": 2}, batch_size=4,
+                 photo_copies={"caption": 1, "vqa_gen": 1, "refcoco": 1})  # fmt: skip
 PHOTO_IDS = {"train": 100_000, "test": 200_000}  # first row id of the photos in each split
 
 

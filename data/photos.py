@@ -81,23 +81,25 @@ def scaled(photo: Photo, size: int) -> tuple[Image.Image, tuple[int, int, int, i
     return image.resize((w, h), Image.BICUBIC), box
 
 
-def photo_rows(first_id: int, size: int = 96, copies: int = 1) -> dict[str, list[str]]:
-    """TSV lines for caption, vqa_gen and refcoco: each photo ``copies`` times, ids from ``first_id`` up."""
+def photo_rows(first_id: int, size: int = 96, copies: int | dict[str, int] = 1) -> dict[str, list[str]]:
+    """TSV lines for caption, vqa_gen and refcoco: each photo ``copies`` times (one count, or one per task), ids
+    from ``first_id`` up."""
     lines: dict[str, list[str]] = {"caption": [], "vqa_gen": [], "refcoco": []}
+    counts = copies if isinstance(copies, dict) else dict.fromkeys(lines, copies)
     for k, photo in enumerate(PHOTOS):
         image, box = scaled(photo, size)
         b64 = encode_image_base64(image, "JPEG")
-        for c in range(copies):
-            uid = first_id + k * copies + c
-            lines["caption"].append(f"{uid}\t{uid}\t{photo.caption}\t\t{b64}")
-            lines["vqa_gen"].append(f"{uid}\t{uid}\t{photo.question}\t1.0|!+{photo.answer}\t\t{b64}")
-            lines["refcoco"].append(f"{uid}\t{uid}\t{photo.expression}\t{','.join(map(str, box))}\t{b64}")
+        for task, count in counts.items():
+            for c in range(count):
+                uid = first_id + k * count + c
+                lines[task].append(
+                    {
+                        "caption": f"{uid}\t{uid}\t{photo.caption}\t\t{b64}",
+                        "vqa_gen": f"{uid}\t{uid}\t{photo.question}\t1.0|!+{photo.answer}\t\t{b64}",
+                        "refcoco": f"{uid}\t{uid}\t{photo.expression}\t{','.join(map(str, box))}\t{b64}",
+                    }[task]
+                )
     return lines
-
-
-def photo_ids(first_id: int, copies: int = 1) -> set[int]:
-    """The row ids ``photo_rows(first_id, copies=copies)`` uses."""
-    return set(range(first_id, first_id + len(PHOTOS) * copies))
 
 
 def all_texts() -> list[str]:

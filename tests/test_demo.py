@@ -86,3 +86,17 @@ def test_quick_demo(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert any((tmp_path / "tensorboard").rglob("*tfevents*"))
     out = capsys.readouterr().out
     assert "Acc@0.5" in out and "CIDEr" in out
+
+
+def test_photo_rows_have_their_boxes_inside_and_licences(tmp_path: Path) -> None:
+    from data import photos
+
+    rows = photos.photo_rows(100, size=96, copies={"caption": 3, "vqa_gen": 1, "refcoco": 2})
+    assert [len(rows[t]) for t in ("caption", "vqa_gen", "refcoco")] == [18, 6, 12]
+    assert len({r.split("\t")[0] for r in rows["caption"]}) == 18
+    for row in rows["refcoco"][::2]:
+        image = decode_base64_image(row.split("\t")[4])
+        x0, y0, x1, y1 = (int(v) for v in row.split("\t")[3].split(","))
+        assert max(image.size) == 96 and 0 <= x0 < x1 <= image.width and 0 <= y0 < y1 <= image.height
+    text = photos.write_licenses(tmp_path).read_text()
+    assert all(f"{p.name}: " in text for p in photos.PHOTOS) and "CC0" in text
