@@ -101,6 +101,7 @@ def test_greyscale_cmyk_alpha_palette_and_16_bit_images_are_read_as_rgb(mode, to
 
 
 # ---------------------------------------------------------------------------------------------- train.py
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 @pytest.mark.parametrize("num_workers", ["0", "1"])
 def test_train_stops_with_one_line_naming_file_and_line(num_workers, tmp_path, capsys):
     rng = np.random.RandomState(0)
@@ -113,6 +114,7 @@ def test_train_stops_with_one_line_naming_file_and_line(num_workers, tmp_path, c
     assert line == f"train.py: error: bad row in {data} at line 3: not base64 (invalid characters or length)"
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_skip_bad_rows_counts_them_and_trains_on_every_good_row_once(mixed_tsv, tmp_path, monkeypatch):
     data, good_ids = mixed_tsv
     seen: list[str] = []
@@ -130,6 +132,7 @@ def test_skip_bad_rows_counts_them_and_trains_on_every_good_row_once(mixed_tsv, 
     assert sum(x["nsentences"] for x in log) == len(good_ids) and log[-1]["bad_rows"] == len(CAPTION_KINDS)
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_batches_of_bad_rows_only_train_nothing(tmp_path):
     rng = np.random.RandomState(0)
     kinds = ("empty_target", "corrupt_base64", "non_utf8", "truncated_row")  # the first rows have all columns
@@ -140,6 +143,7 @@ def test_batches_of_bad_rows_only_train_nothing(tmp_path):
     assert not (tmp_path / "train_log.jsonl").read_text()  # no update was made or logged
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_more_bad_rows_than_allowed_stop_the_run(mixed_tsv, tmp_path, capsys):
     data, _ = mixed_tsv
     flags = ("--max-epoch", "1", "--batch-size", "16", "--disable-validation", "--skip-bad-rows", "7")
@@ -148,6 +152,7 @@ def test_more_bad_rows_than_allowed_stop_the_run(mixed_tsv, tmp_path, capsys):
     assert line.endswith("8 malformed rows were skipped, more than --skip-bad-rows 7: fix the data or raise the limit")
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 @pytest.mark.parametrize("which", ["missing", "zero-byte"])
 def test_missing_or_empty_data_file_is_named(which, caption_data, tmp_path, capsys):
     data = tmp_path / "train.tsv"

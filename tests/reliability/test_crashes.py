@@ -140,6 +140,7 @@ def _kill_one_worker_mid_epoch(proc: subprocess.Popen, save: Path) -> set[str]:
     return {a for a in addresses if a.rsplit(":", 1)[1] != workers[0][1]}
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_torchrun_restarts_a_killed_worker_from_the_last_checkpoint(caption_data, tmp_path):
     straight = subprocess.run(_torchrun(caption_data, tmp_path / "straight"), cwd=REPO, env=ENV,
                               capture_output=True, text=True, timeout=600)  # fmt: skip

@@ -45,6 +45,7 @@ class _Usage:
         self.total, self.used, self.free = free, 0, free
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 @pytest.mark.parametrize("problem", ["parent is a file", "read-only", "no free space"])
 def test_unusable_save_dir_is_reported_before_training(problem, caption_data, tmp_path, capsys, monkeypatch):
     save_dir = tmp_path / "ckpt"
@@ -68,6 +69,7 @@ def test_unusable_save_dir_is_reported_before_training(problem, caption_data, tm
     assert not (save_dir / "train_log.jsonl").exists()  # stopped before the first update
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_disk_full_while_saving_keeps_the_previous_checkpoint(caption_data, tmp_path, capsys, monkeypatch):
     digest = _first_checkpoint(caption_data, tmp_path)
 
@@ -91,6 +93,7 @@ def test_disk_full_while_saving_keeps_the_previous_checkpoint(caption_data, tmp_
     _assert_unchanged(tmp_path, digest)
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_file_size_limit_while_saving_in_a_real_process(caption_data, tmp_path):
     digest = _first_checkpoint(caption_data, tmp_path)
     limit = (tmp_path / "checkpoint_last.pt").stat().st_size // 2  # logs and indexes fit, a checkpoint does not

@@ -23,6 +23,7 @@ def inject(monkeypatch):
     return setup
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_nan_loss_and_inf_gradient_skip_their_update_and_are_logged(inject, caption_data, tmp_path, capsys):
     inject({1: "nan_loss", 2: "inf_grad"})  # attempts 2 and 3; two in a row stay below K = 3
     flags = ("--max-update", "3", "--disable-validation", "--max-consecutive-nan-skips", "3")
@@ -38,6 +39,7 @@ def test_nan_loss_and_inf_gradient_skip_their_update_and_are_logged(inject, capt
     assert finite_weights(ckpt["model"])
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_k_non_finite_updates_in_a_row_stop_the_run(inject, caption_data, tmp_path, capsys):
     inject({i: "nan_loss" for i in range(1, 100)})
     flags = ("--max-update", "4", "--disable-validation", "--max-consecutive-nan-skips", "3")
@@ -49,6 +51,7 @@ def test_k_non_finite_updates_in_a_row_stop_the_run(inject, caption_data, tmp_pa
     assert [x["num_updates"] for x in read_log(tmp_path)] == [1]
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_fp16_overflow_lowers_the_loss_scale_and_it_recovers(inject, caption_data, tmp_path, capsys):
     inject({0: "inf_grad"})
     flags = ("--max-update", "1", "--batch-size", "2", "--disable-validation", "--no-save", "--fp16",

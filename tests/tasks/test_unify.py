@@ -307,6 +307,7 @@ def test_loss_decreases_on_a_repeated_pretraining_batch(task):
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
 
 
+@pytest.mark.usefixtures("bpe_dir")  # trains with the GPT-2 BPE files of ../shared
 def test_pretraining_runs_end_to_end(pretrain_dir, tmp_path):
     """8 rows, batch 8: every update sees row 7, i.e. a v1 and a v2 batch; the log keeps both losses."""
     data = tmp_path / "vl.tsv"
