@@ -54,14 +54,7 @@ class ClipScstRewardCriterion(ScstRewardCriterion):
 
     def generate(self, model: nn.Module, sample: dict) -> tuple[list[Tensor], list[Tensor], list[str]]:
         """Hypothesis token rows (image by image, eos kept), their code rows, and each row's caption."""
-        raw = getattr(model, "module", model)
-        model.eval()
-        with torch.no_grad():
-            out = self.get_generator().generate(raw, {"net_input": sample["net_input"]})
-        counts = {len(per_row) for per_row in out}
-        if len(out) != sample["target"].size(0) or len(counts) != 1:
-            raise ValueError(f"CLIP-SCST needs the same number of images for each caption, got {sorted(counts)}")
-        hyps = [hyp["tokens"] for per_row in out for hyp in per_row]
+        hyps = self.hypotheses(model, sample)
         codes = [tokens[: self.task.num_codes] for tokens in hyps]
         return hyps, codes, self.captions(sample)
 

@@ -172,16 +172,20 @@ class ScstRewardCriterion(nn.Module):
             self.scorer = CiderD(df=self.cfg.scst_cider_cached_tokens or "corpus")
         return self.scorer
 
-    def generate(self, model: nn.Module, sample: dict) -> tuple[list[Tensor], list[str], list[list[str]]]:
-        """Hypothesis token rows (all of them, image by image), their texts, and each image's references."""
+    def hypotheses(self, model: nn.Module, sample: dict) -> list[Tensor]:
+        """Every hypothesis the generator returns (eval mode, no grad), sample by sample, as token rows."""
         raw = getattr(model, "module", model)
         model.eval()
         with torch.no_grad():
             out = self.get_generator().generate(raw, {"net_input": sample["net_input"]})
-        counts = {len(per_image) for per_image in out}
+        counts = {len(per_sample) for per_sample in out}
         if len(out) != sample["target"].size(0) or len(counts) != 1:
-            raise ValueError(f"SCST needs the same number of hypotheses for each image, got {sorted(counts)}")
-        hyps = [hyp["tokens"] for per_image in out for hyp in per_image]
+            raise ValueError(f"SCST needs the same number of hypotheses for each sample, got {sorted(counts)}")
+        return [hyp["tokens"] for per_sample in out for hyp in per_sample]
+
+    def generate(self, model: nn.Module, sample: dict) -> tuple[list[Tensor], list[str], list[list[str]]]:
+        """Hypothesis token rows (all of them, image by image), their texts, and each image's references."""
+        hyps = self.hypotheses(model, sample)
         candidates = [self.decode(tokens[:-1] if tokens[-1] == self.eos_idx else tokens) for tokens in hyps]
         references = [self.decode(row[row.ne(self.padding_idx)]).split("&&") for row in sample["target"]]
         return hyps, candidates, references
