@@ -233,13 +233,10 @@ class OFAPredictor:
         return results
 
     def image_gen_task(self, out_dir, vqgan_model_path: str, vqgan_config_path: str, clip_model_path: str | None):
-        """The image_gen task for this checkpoint: its code image size and the code-token range."""
+        """The image_gen task for this checkpoint's code image size, writing into ``out_dir``."""
         values = self.task_values("image_gen") | {"vqgan_model_path": vqgan_model_path, "vqgan_config_path":
                   vqgan_config_path, "clip_model_path": clip_model_path, "gen_images_path": str(out_dir)}  # fmt: skip
         values["code_image_size"] = self.model.cfg.code_image_size
-        if not values.get("constraint_range"):
-            start = len(self.tokenizer) - values.get("code_dict_size", 8192) - values.get("num_bins", 1000)
-            values["constraint_range"] = f"{start},{start + values.get('code_dict_size', 8192)}"
         entry = TASKS.get("image_gen")
         task = entry.cls(fill(entry.config, values), self.tokenizer)
         task.vqgan.to(self.device)

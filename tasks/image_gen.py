@@ -156,14 +156,17 @@ class ImageGenTask(Task):
         return GenerationConfig.from_args(self.cfg.eval_args or "{}")
 
     def build_generator(self, gen_cfg: GenerationConfig | None = None) -> SequenceGenerator:
-        """Always sampling, on the image-code path, with exactly ``num_codes`` tokens before eos."""
+        """Always sampling, on the image-code path, with exactly ``num_codes`` tokens before eos, inside
+        ``--constraint-range`` (the code tokens when it is not given: nothing else can be decoded into pixels)."""
         gen_cfg = gen_cfg or self.default_generation()
         for name in ("min_len", "max_len_b"):
             value = getattr(gen_cfg, name)
             if value not in (self.num_codes, GenerationConfig.__dataclass_fields__[name].default):
                 raise ValueError(f"image_gen decodes exactly {self.num_codes} codes; {name}={value} cannot be used")
+        allowed = gen_cfg.constraint_range or self.cfg.constraint_range
+        allowed = allowed or f"{self.code_offset},{self.code_offset + self.cfg.code_dict_size}"
         gen_cfg = dataclasses.replace(gen_cfg, sampling=True, gen_code=True, min_len=self.num_codes, max_len_a=0.0,
-                                      max_len_b=self.num_codes)  # fmt: skip
+                                      max_len_b=self.num_codes, constraint_range=allowed)  # fmt: skip
         return super().build_generator(gen_cfg)
 
     def generate_images(self, model, sample: dict, generator: SequenceGenerator) -> list[list[Image.Image]]:
